@@ -1,0 +1,1 @@
+"""The small shared core used by every service and the trainer."""
