@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from services.core.prices import (
+    PRICE_COLUMNS,
+    PriceValidationError,
+    read_price_csv,
+    validate_prices,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def bars() -> pd.DataFrame:
+    days = pd.bdate_range("2024-01-02", periods=10, name="Date")
+    close = np.linspace(30, 31, 10)
+    return pd.DataFrame(
+        {
+            "Open": close - 0.1,
+            "High": close + 0.3,
+            "Low": close - 0.3,
+            "Close": close,
+            "Adj Close": close * 0.9,
+            "Volume": np.full(10, 1e6),
+        },
+        index=days,
+    )
+
+
+def refused(frame: pd.DataFrame) -> str:
+    with pytest.raises(PriceValidationError) as caught:
+        validate_prices(frame, "TEST")
+    return str(caught.value)
+
+
+def test_clean_frame_passes(bars):
+    clean, report = validate_prices(bars, "TEST")
+    assert report.rows == 10
+    assert list(clean.columns) == list(PRICE_COLUMNS)
+
+
+def test_empty_frame(bars):
+    assert "empty" in refused(bars.iloc[:0])
+
+
+def test_wrong_columns(bars):
+    message = refused(bars.drop(columns=["Adj Close"]).rename(columns={"Close": "close"}))
+    assert "missing columns ['Close', 'Adj Close']" in message
+
+
+def test_non_numeric_column(bars):
+    bars["Volume"] = bars["Volume"].astype(str)
+    assert "non-numeric columns ['Volume']" in refused(bars)
+
+
+def test_nan_and_inf_named_by_date(bars):
+    bars.iloc[3, bars.columns.get_loc("Close")] = np.nan
+    bars.iloc[5, bars.columns.get_loc("High")] = np.inf
+    assert "NaN or infinite values on 2024-01-05, 2024-01-09" in refused(bars)
+
+
+def test_duplicated_dates(bars):
+    doubled = pd.concat([bars, bars.iloc[[4]]]).sort_index()
+    assert "duplicated dates 2024-01-08, 2024-01-08" in refused(doubled)
+
+
+def test_unsorted_dates(bars):
+    shuffled = bars.iloc[[0, 1, 3, 2, 4]]
+    assert "dates not sorted: 2024-01-04 comes after a later date" in refused(shuffled)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0])
+def test_zero_or_negative_prices(bars, value):
+    bars.iloc[2, bars.columns.get_loc("Low")] = value
+    assert "zero or negative prices on 2024-01-04" in refused(bars)
+
+
+def test_high_below_body(bars):
+    bars.iloc[6, bars.columns.get_loc("High")] = bars["Close"].iloc[6] * 0.9
+    assert "High below max(Open, Close) on 2024-01-10" in refused(bars)
+
+
+def test_low_above_body(bars):
+    bars.iloc[7, bars.columns.get_loc("Low")] = bars["Close"].iloc[7] * 1.1
+    assert "Low above min(Open, Close) on 2024-01-11" in refused(bars)
+
+
+def test_small_ohlc_slip_is_reported_not_refused(bars):
+    bars.iloc[1, bars.columns.get_loc("High")] = bars["Close"].iloc[1] * 0.99
+    clean, report = validate_prices(bars, "TEST")
+    assert report.ohlc_slips == ["2024-01-03"]
+    assert clean["High"].iloc[1] == bars["High"].iloc[1]  # reported, never changed
+
+
+def test_every_broken_rule_is_listed(bars):
+    bars.iloc[1, bars.columns.get_loc("Open")] = np.nan
+    bars.iloc[2, bars.columns.get_loc("Close")] = -5
+    message = refused(bars)
+    assert "NaN or infinite values on 2024-01-03" in message
+    assert "zero or negative prices on 2024-01-04" in message
+
+
+def test_zero_volume_rows_dropped_and_counted(bars):
+    bars.iloc[[2, 3], bars.columns.get_loc("Volume")] = 0
+    clean, report = validate_prices(bars, "TEST")
+    assert report.dropped_zero_volume == 2
+    assert len(clean) == 8
+
+
+def test_big_moves_reported_not_changed(bars):
+    bars.iloc[5:, :5] = bars.iloc[5:, :5] * 1.5
+    clean, report = validate_prices(bars, "TEST")
+    assert report.big_moves == [("2024-01-09", pytest.approx(0.5, abs=0.02))]
+    assert clean["Close"].iloc[5] == bars["Close"].iloc[5]
+
+
+def test_reads_classic_and_yfinance_csv_headers(tmp_path, bars):
+    classic = tmp_path / "classic.csv"
+    bars.to_csv(classic)
+    multi = tmp_path / "multi.csv"
+    multi.write_text(
+        "Price,Adj Close,Close,High,Low,Open,Volume\n"
+        "Ticker,X.SA,X.SA,X.SA,X.SA,X.SA,X.SA\n"
+        "Date,,,,,,\n"
+        + "".join(
+            f"{d:%Y-%m-%d},{r['Adj Close']},{r.Close},{r.High},{r.Low},{r.Open},{int(r.Volume)}\n"
+            for d, r in bars.iterrows()
+        )
+    )
+    a, _ = validate_prices(read_price_csv(classic))
+    b, _ = validate_prices(read_price_csv(multi))
+    pd.testing.assert_frame_equal(a, b, check_freq=False)
+    assert a.index[0] == pd.Timestamp("2024-01-02")
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such price file"):
+        read_price_csv(tmp_path / "nope.csv")
