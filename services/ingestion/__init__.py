@@ -1,0 +1,1 @@
+"""petr4-ingest: refreshes daily prices and commits validated snapshots to MLflow."""

@@ -1,0 +1,119 @@
+"""One ingestion pass per ticker: fetch, validate, reconcile with history, commit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from services.core.prices import OHLC, PriceValidationError, validate_prices
+from services.core.snapshots import SnapshotStore
+from services.ingestion.settings import IngestSettings
+from services.ingestion.sources import PriceSource, SourceError
+
+log = logging.getLogger(__name__)
+
+
+class HistoryConflict(ValueError):
+    """The source rewrote history that is already stored."""
+
+
+@dataclass
+class TickerResult:
+    ticker: str
+    status: str  # committed | unchanged | validated | failed
+    rows: int = 0
+    new_rows: int = 0
+    last_date: str = ""
+    run_id: str = ""
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+def _conflicting_dates(stored: pd.DataFrame, fresh: pd.DataFrame, tolerance: float) -> list[str]:
+    common = stored.index.intersection(fresh.index)
+    old = stored.loc[common, list(OHLC)].to_numpy()
+    new = fresh.loc[common, list(OHLC)].to_numpy()
+    differs = (np.abs(new - old) > tolerance * np.abs(old)).any(axis=1)
+    return [d.strftime("%Y-%m-%d") for d in common[differs]]
+
+
+def reconcile(
+    stored: pd.DataFrame, fresh: pd.DataFrame, tolerance: float, ticker: str
+) -> pd.DataFrame:
+    """Stored history plus the fresh rows it lacks; refuses a rewrite of stored dates.
+
+    Only OHLC is compared: ``Adj Close`` is rebased by Yahoo at every dividend, and the
+    last day's volume is often revised.
+    """
+    conflicts = _conflicting_dates(stored, fresh, tolerance)
+    if conflicts:
+        shown = ", ".join(conflicts[:5]) + (
+            f" (+{len(conflicts) - 5} more)" if len(conflicts) > 5 else ""
+        )
+        raise HistoryConflict(
+            f"{ticker}: the source rewrote stored history beyond {tolerance:.2%} on {shown}; "
+            "the stored snapshot is kept (after a split, re-run with --full-refresh)"
+        )
+    added = fresh.loc[~fresh.index.isin(stored.index)]
+    return pd.concat([stored, added]).sort_index()
+
+
+def ingest_ticker(
+    ticker: str, source: PriceSource, store: SnapshotStore, settings: IngestSettings
+) -> TickerResult:
+    """Refresh one ticker. Errors become a failed result; nothing is committed then."""
+    try:
+        previous = None if settings.full_refresh else store.latest(ticker)
+        stored = store.load(previous, settings.cache_dir / "snapshots") if previous else None
+        start = None
+        if stored is not None:
+            start = (stored.index[-1] - timedelta(days=settings.overlap_days)).date()
+        fresh, report = validate_prices(
+            source.fetch(ticker, start), ticker, settings.ohlc_tolerance
+        )
+        frame = fresh
+        if stored is not None:
+            frame = reconcile(stored, fresh, settings.history_tolerance, ticker)
+            frame, report = validate_prices(frame, ticker, settings.ohlc_tolerance)
+            if len(frame) == len(stored):
+                return TickerResult(
+                    ticker,
+                    "unchanged",
+                    rows=len(frame),
+                    last_date=previous.last_date,
+                    run_id=previous.run_id,
+                    message="no new trading day since the last snapshot",
+                )
+        new_rows = len(frame) - (len(stored) if stored is not None else 0)
+        last_date = frame.index[-1].strftime("%Y-%m-%d")
+        if settings.dry_run:
+            return TickerResult(
+                ticker,
+                "validated",
+                rows=len(frame),
+                new_rows=new_rows,
+                last_date=last_date,
+                message=f"dry run, nothing committed; {report.summary()}",
+            )
+        snapshot = store.commit(ticker, frame, source.name, source.synthetic, note=report.summary())
+        return TickerResult(
+            ticker,
+            "committed",
+            rows=snapshot.rows,
+            new_rows=new_rows,
+            last_date=last_date,
+            run_id=snapshot.run_id,
+            message=report.summary(),
+        )
+    except (SourceError, PriceValidationError, HistoryConflict) as exc:
+        return TickerResult(ticker, "failed", message=str(exc))
+    except Exception as exc:  # MLflow down, disk full: still one clear line per ticker
+        log.debug("ingestion of %s failed", ticker, exc_info=True)
+        return TickerResult(ticker, "failed", message=f"{type(exc).__name__}: {exc}")

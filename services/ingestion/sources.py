@@ -1,0 +1,199 @@
+"""Where prices come from: Yahoo Finance, a Yahoo-format CSV, or a seeded synthetic series."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import zlib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from services.core.prices import normalize_frame, read_price_csv
+
+log = logging.getLogger(__name__)
+
+YAHOO_HOST = "query1.finance.yahoo.com"
+
+
+class SourceError(RuntimeError):
+    """The source could not give prices (network, empty download, missing file)."""
+
+
+class PriceSource(Protocol):
+    name: str
+    synthetic: bool
+
+    def fetch(self, ticker: str, start: date | None) -> pd.DataFrame:
+        """Daily bars of ``ticker`` from ``start`` (None: all history)."""
+        ...
+
+
+def _network_reason(host: str) -> str | None:
+    """Why ``host`` cannot be reached, or None when it can."""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        return f"network unreachable: cannot resolve {host} ({exc.strerror or exc})"
+    try:
+        with socket.create_connection((host, 443), timeout=5):
+            return None
+    except OSError as exc:
+        return f"network unreachable: cannot connect to {host}:443 ({exc.strerror or exc})"
+
+
+@dataclass
+class YahooSource:
+    """yfinance with ``auto_adjust=False``: quoted Close and dividend-adjusted Adj Close."""
+
+    first_date: date
+    cache_dir: Path | None = None
+    name: str = "yahoo"
+    synthetic: bool = False
+
+    def fetch(self, ticker: str, start: date | None) -> pd.DataFrame:
+        import yfinance as yf  # only this source needs it
+
+        if self.cache_dir is not None:  # yfinance caches time zones; keep them off a read-only root
+            yf.set_tz_cache_location(str(self.cache_dir))
+        frame = yf.download(
+            ticker,
+            start=(start or self.first_date).isoformat(),
+            auto_adjust=False,
+            actions=False,
+            progress=False,
+            threads=False,
+        )
+        # Offline, yfinance logs the failure and returns an empty frame instead of raising.
+        if frame is None or frame.empty:
+            reason = _network_reason(YAHOO_HOST)
+            raise SourceError(
+                f"Yahoo returned no rows for {ticker}: "
+                + (reason or "the ticker may be unknown or delisted")
+            )
+        return normalize_frame(frame)
+
+
+@dataclass
+class CsvSource:
+    """A Yahoo-format CSV; ``{ticker}`` in the path stands for each ticker."""
+
+    path_template: str
+    name: str = "csv"
+    synthetic: bool = False
+
+    def path(self, ticker: str) -> Path:
+        return Path(self.path_template.replace("{ticker}", ticker))
+
+    def fetch(self, ticker: str, start: date | None) -> pd.DataFrame:
+        try:
+            frame = read_price_csv(self.path(ticker))
+        except FileNotFoundError as exc:
+            raise SourceError(str(exc)) from exc
+        if start is not None:
+            frame = frame.loc[frame.index >= pd.Timestamp(start)]
+        return frame
+
+
+# B3's fixed-date holidays; enough to make the synthetic calendar look like the real one.
+_HOLIDAYS = {
+    (1, 1),
+    (4, 21),
+    (5, 1),
+    (9, 7),
+    (10, 12),
+    (11, 2),
+    (11, 15),
+    (12, 24),
+    (12, 25),
+    (12, 31),
+}
+
+
+@dataclass
+class SyntheticSource:
+    """A seeded daily series with volatility clustering, weekends and holidays.
+
+    Returns follow a GARCH(1, 1) with Student-t shocks, so calm and stormy months
+    alternate as in real prices. The path depends only on the seed and the ticker, so
+    a later ``end`` extends the same history: incremental ingestion works on it too.
+    """
+
+    seed: int = 42
+    first_date: date = date(2010, 1, 4)
+    end: date | None = None
+    name: str = "synthetic"
+    synthetic: bool = True
+
+    def trading_days(self, end: date) -> pd.DatetimeIndex:
+        days = pd.bdate_range(self.first_date, end)
+        keep = [(d.month, d.day) not in _HOLIDAYS for d in days]
+        return days[np.array(keep, dtype=bool)]
+
+    def fetch(self, ticker: str, start: date | None) -> pd.DataFrame:
+        days = self.trading_days(self.end or date.today())
+        rng = np.random.default_rng([self.seed, zlib.crc32(ticker.encode())])
+        n = len(days)
+        omega, alpha, beta, nu = 1e-5, 0.08, 0.90, 5.0  # about 35 % a year, like PETR4
+        shocks = rng.standard_t(nu, size=n) / np.sqrt(nu / (nu - 2))
+        variance = omega / (1 - alpha - beta)
+        returns = np.empty(n)
+        for t in range(n):
+            returns[t] = 2e-4 + np.sqrt(variance) * shocks[t]
+            variance = omega + alpha * returns[t] ** 2 + beta * variance
+        close = 20.0 * np.exp(np.cumsum(returns))
+        gap = rng.normal(0, 0.3, n) * np.sqrt(omega / (1 - alpha - beta))
+        open_ = np.r_[close[0], close[:-1]] * np.exp(gap)
+        spread = np.abs(rng.normal(0, 0.012, (2, n)))
+        high = np.maximum(open_, close) * (1 + spread[0])
+        low = np.minimum(open_, close) * (1 - spread[1])
+        volume = np.round(rng.lognormal(17.5, 0.35, n) * (1 + 20 * np.abs(returns)))
+        frame = pd.DataFrame(
+            {
+                "Open": open_.round(2),
+                "High": high.round(2),
+                "Low": low.round(2),
+                "Close": close.round(2),
+                "Adj Close": close.round(2),
+                "Volume": volume,
+            },
+            index=days.rename("Date"),
+        )
+        # Rounding can push the body outside the range by a cent; restore the ordering.
+        frame["High"] = frame[["High", "Open", "Close"]].max(axis=1)
+        frame["Low"] = frame[["Low", "Open", "Close"]].min(axis=1)
+        if start is not None:
+            frame = frame.loc[frame.index >= pd.Timestamp(start)]
+        return frame
+
+
+def make_source(
+    spec: str, *, seed: int, yahoo_first_date: date, cache_dir: Path | None
+) -> PriceSource:
+    """``yahoo``, ``csv:PATH`` or ``synthetic``."""
+    if spec == "yahoo":
+        return YahooSource(first_date=yahoo_first_date, cache_dir=cache_dir)
+    if spec == "synthetic":
+        return SyntheticSource(seed=seed)
+    if spec.startswith("csv:") and len(spec) > 4:
+        return CsvSource(spec[4:])
+    raise ValueError(f"unknown source {spec!r}: use 'yahoo', 'csv:PATH' or 'synthetic'")
+
+
+def yahoo_reachable() -> bool:
+    return _network_reason(YAHOO_HOST) is None
+
+
+__all__ = [
+    "CsvSource",
+    "PriceSource",
+    "SourceError",
+    "SyntheticSource",
+    "YahooSource",
+    "make_source",
+    "yahoo_reachable",
+]
