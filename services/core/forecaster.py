@@ -1,0 +1,140 @@
+"""A trained model as it is served: ONNX graph + JSON scaler + metadata, run by onnxruntime.
+
+The trainer writes these three files into the ``model/`` folder of its run and registers
+that folder; the predictor serves it and the trainer reloads a champion from it to
+compare on the same test window. No torch and no pickle are involved.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from services.core.features import (
+    FEATURES,
+    TARGET,
+    WARMUP,
+    Calibration,
+    Scaler,
+    Windows,
+    make_windows,
+    to_prices,
+    to_return_quantiles,
+)
+
+MODEL_FILE = "model.onnx"
+SCALER_FILE = "scaler.json"
+METADATA_FILE = "metadata.json"
+INPUT_NAME = "window"
+OUTPUT_NAME = "quantiles"
+
+
+class ArtifactError(ValueError):
+    """The model folder is missing a file or its files disagree with each other."""
+
+
+@dataclass(frozen=True)
+class Forecasts:
+    """Price quantiles for each anchor day, with what is needed to read them."""
+
+    anchor_dates: pd.DatetimeIndex
+    last_close: np.ndarray  # (n,)
+    prices: np.ndarray  # (n, quantiles)
+    actual: np.ndarray  # (n,) next close; NaN where not known yet
+
+    @property
+    def median(self) -> np.ndarray:
+        return self.prices[:, self.prices.shape[1] // 2]
+
+
+class ForecastModel:
+    """Loads and checks one model folder, then turns price frames into forecasts."""
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        missing = [
+            f for f in (MODEL_FILE, SCALER_FILE, METADATA_FILE) if not (folder / f).is_file()
+        ]
+        if missing:
+            raise ArtifactError(f"model folder {folder} lacks {', '.join(missing)}")
+        self.metadata: dict = json.loads((folder / METADATA_FILE).read_text())
+        self.scaler = Scaler.from_dict(json.loads((folder / SCALER_FILE).read_text()))
+        self.calibration = Calibration(**self.metadata["calibration"])
+        self.window = int(self.metadata["window"])
+        self.quantiles = tuple(float(q) for q in self.metadata["quantiles"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # one request is small; threads only add latency
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+        )
+        self._check()
+
+    def _check(self) -> None:
+        meta = self.metadata
+        if tuple(meta["features"]) != FEATURES or meta["target"] != TARGET:
+            raise ArtifactError(
+                f"metadata says features {meta['features']} and target {meta['target']!r}; "
+                f"this code computes {list(FEATURES)} and {TARGET!r}"
+            )
+        middle = len(self.quantiles) // 2
+        if len(self.quantiles) % 2 == 0 or self.quantiles[middle] != 0.5:
+            raise ArtifactError(f"quantiles {self.quantiles} must be odd in number around 0.5")
+        (model_input,) = self.session.get_inputs()
+        (model_output,) = self.session.get_outputs()
+        if model_input.name != INPUT_NAME or model_input.shape[1:] != [self.window, len(FEATURES)]:
+            raise ArtifactError(
+                f"model.onnx takes {model_input.name}{model_input.shape}; metadata expects "
+                f"{INPUT_NAME}[batch, {self.window}, {len(FEATURES)}]"
+            )
+        if model_output.shape[-1] != len(self.quantiles):
+            raise ArtifactError(
+                f"model.onnx gives {model_output.shape[-1]} outputs "
+                f"for {len(self.quantiles)} quantiles"
+            )
+
+    @property
+    def interval_level(self) -> float:
+        return self.quantiles[-1] - self.quantiles[0]
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """The ONNX graph's output for scaled windows: sorted quantiles of the scaled target."""
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+    def forecast_windows(self, windows: Windows) -> Forecasts:
+        returns = to_return_quantiles(self.raw(windows.x), self.scaler, self.calibration)
+        return Forecasts(
+            anchor_dates=windows.anchor_dates,
+            last_close=windows.last_close,
+            prices=to_prices(windows.last_close, returns),
+            actual=windows.last_close * np.exp(windows.y),
+        )
+
+    def forecast(self, prices: pd.DataFrame, anchors: pd.DatetimeIndex | None = None) -> Forecasts:
+        """Forecasts for every anchor day of ``prices`` (or only ``anchors``)."""
+        windows = make_windows(prices, self.scaler, self.window)
+        if anchors is not None:
+            keep = windows.anchor_dates.isin(anchors)
+            windows = Windows(
+                windows.x[keep],
+                windows.y[keep],
+                windows.anchor_dates[keep],
+                windows.last_close[keep],
+            )
+        return self.forecast_windows(windows)
+
+    @property
+    def bars_needed(self) -> int:
+        """Bars one forecast needs: the window plus the features' warm-up."""
+        return self.window + WARMUP
+
+    def forecast_last(self, prices: pd.DataFrame) -> Forecasts:
+        """The forecast for the day after the last bar: only the final window is computed."""
+        return self.forecast_windows(
+            make_windows(prices.iloc[-self.bars_needed :], self.scaler, self.window)
+        )

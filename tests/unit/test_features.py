@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from services.core.features import (
+    FEATURES,
+    WARMUP,
+    Calibration,
+    Scaler,
+    feature_frame,
+    make_windows,
+    to_prices,
+    to_return_quantiles,
+)
+from services.ingestion.sources import SyntheticSource
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def prices() -> pd.DataFrame:
+    return SyntheticSource(seed=3, first_date=date(2020, 1, 2), end=date(2021, 12, 30)).fetch(
+        "T.SA", None
+    )
+
+
+def test_feature_rows_use_only_their_day_and_before(prices):
+    features = feature_frame(prices)
+    assert list(features.columns) == list(FEATURES)
+    assert features.index[0] == prices.index[WARMUP]
+    day = features.index[10]
+    truncated = feature_frame(prices.loc[:day])
+    pd.testing.assert_series_equal(truncated.loc[day], features.loc[day])
+    expected = np.log(prices["Close"].loc[day] / prices["Close"].shift(1).loc[day])
+    assert features.loc[day, "log_return"] == pytest.approx(expected)
+
+
+def test_windows_end_on_their_anchor_and_target_the_next_close(prices):
+    features = feature_frame(prices)
+    scaler = Scaler.fit(features, through=features.index[-1])
+    windows = make_windows(prices, scaler, window=15)
+    assert windows.x.shape == (len(features) - 14, 15, len(FEATURES))
+    assert windows.x.dtype == np.float32
+    i = 7
+    anchor = windows.anchor_dates[i]
+    np.testing.assert_allclose(
+        windows.x[i, -1], scaler.transform(features.loc[[anchor]].to_numpy())[0]
+    )
+    np.testing.assert_allclose(windows.x[i, 0], scaler.transform(features.iloc[[i]].to_numpy())[0])
+    close = prices["Close"]
+    following = close.index[close.index.get_loc(anchor) + 1]
+    assert windows.y[i] == pytest.approx(np.log(close[following] / close[anchor]))
+    assert windows.last_close[i] == close[anchor]
+    assert np.isnan(windows.y[-1])  # the live window has no target yet
+
+
+def test_too_few_bars_is_a_clear_error(prices):
+    scaler = Scaler.fit(feature_frame(prices), prices.index[-1])
+    with pytest.raises(
+        ValueError, match=r"a window needs 60 \(plus 20 bars of warm-up\): at least 80 bars"
+    ):
+        make_windows(prices.iloc[:50], scaler, window=60)
+
+
+def test_shrink_zero_is_the_naive_forecast():
+    scaler = Scaler(np.zeros(4), np.ones(4), 0.02, "2020-01-01")
+    raw = np.array([[-1.0, 0.5, 2.0], [-0.5, -0.2, 0.1]])
+    q = to_prices(np.array([10.0, 20.0]), to_return_quantiles(raw, scaler, Calibration(shrink=0.0)))
+    np.testing.assert_allclose(q[:, 1], [10.0, 20.0])
+    assert (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all()
+
+
+def test_widen_moves_both_bounds_by_the_same_log_return():
+    scaler = Scaler(np.zeros(4), np.ones(4), 1.0, "2020-01-01")
+    raw = np.array([[-0.1, 0.0, 0.1]])
+    narrow = to_return_quantiles(raw, scaler, Calibration(1.0, 0.0))
+    wide = to_return_quantiles(raw, scaler, Calibration(1.0, 0.05))
+    np.testing.assert_allclose(wide - narrow, [[-0.05, 0.0, 0.05]])
