@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -34,3 +35,9 @@ def shared_data():
             f"real prices not found at {SHARED_DATA} (they live beside the project, not in it)"
         )
     return SHARED_DATA
+
+
+def pytest_configure(config):
+    # Progress bars from MLflow downloads only clutter captured test output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -1,0 +1,312 @@
+"""petr4-train against a real MLflow server: lineage, artifacts, registry, alias, failures."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import tempfile
+import uuid
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from services.core.features import FEATURES, TARGET
+from services.core.forecaster import ForecastModel
+from services.ingestion.sources import SyntheticSource
+from tests.helpers import BIN, run_cli, wait_until
+from trainer.data import PriceDataModule
+from trainer.export import export_onnx
+from trainer.model import LSTMFactory
+from trainer.registry import CHAMPION, Decision, decide, register
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SMALL = [
+    "--window",
+    "20",
+    "--val-days",
+    "60",
+    "--test-days",
+    "60",
+    "--hidden-size",
+    "16",
+    "--max-epochs",
+    "3",
+    "--no-progress-bar",
+]
+
+
+@pytest.fixture
+def names():
+    suffix = uuid.uuid4().hex[:6]
+    return {
+        "ticker": f"T{suffix}.SA",
+        "prices": f"prices-{suffix}",
+        "training": f"training-{suffix}",
+    }
+
+
+@pytest.fixture
+def prices() -> pd.DataFrame:
+    return SyntheticSource(seed=11, first_date=date(2021, 1, 4), end=date(2023, 12, 29)).fetch(
+        "T.SA", None
+    )
+
+
+def ingest(names, env, prices, tmp_path) -> None:
+    csv = tmp_path / "prices.csv"
+    prices.to_csv(csv)
+    result = run_cli(
+        [
+            "petr4-ingest",
+            "--tickers",
+            names["ticker"],
+            "--experiment",
+            names["prices"],
+            "--source",
+            f"csv:{csv}",
+        ],
+        env,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def train_cli(names, env, *extra):
+    return run_cli(
+        [
+            "petr4-train",
+            "--ticker",
+            names["ticker"],
+            "--prices-experiment",
+            names["prices"],
+            "--experiment",
+            names["training"],
+            *SMALL,
+            *extra,
+        ],
+        env,
+    )
+
+
+def versions(name: str) -> list:
+    return MlflowClient().search_model_versions(f"name = '{name}'")
+
+
+def test_training_registers_a_version_with_every_artifact(mlflow_env, names, prices, tmp_path):
+    ingest(names, mlflow_env, prices, tmp_path)
+    result = train_cli(names, mlflow_env)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "| naive |" in result.stdout and "| drift |" in result.stdout and "| ma5 |" in result.stdout
+    )
+    assert f"registered lstm-{names['ticker']} version 1" in result.stdout
+
+    client = MlflowClient()
+    (version,) = versions(f"lstm-{names['ticker']}")
+    run = client.get_run(version.run_id)
+    assert run.info.status == "FINISHED"
+    artifacts = {
+        a.path
+        for folder in ("model", "checkpoints", "reports")
+        for a in client.list_artifacts(run.info.run_id, folder)
+    }
+    assert artifacts == {
+        "model/model.onnx",
+        "model/scaler.json",
+        "model/metadata.json",
+        "checkpoints/best.ckpt",
+        "reports/backtest.png",
+        "reports/test_predictions.csv",
+        "reports/summary.md",
+    }
+    params = run.data.params
+    assert params["ticker"] == names["ticker"] and params["window"] == "20"
+    assert params["hidden_size"] == "16" and params["num_layers"] == "2"
+    for key in (
+        "data_first_date",
+        "data_last_date",
+        "train_end",
+        "val_start",
+        "test_start",
+        "test_end",
+    ):
+        assert params[key]
+    for key in (
+        "test_lstm_mae_brl",
+        "test_lstm_rmse_brl",
+        "test_lstm_mape_pct",
+        "test_lstm_mae_ratio_naive",
+        "test_lstm_coverage",
+        "test_lstm_interval_width_brl",
+        "test_naive_mae_brl",
+        "test_drift_mae_brl",
+        "test_ma5_mae_brl",
+    ):
+        assert np.isfinite(run.data.metrics[key]), key
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 3  # one per epoch
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
+
+    (dataset_input,) = run.inputs.dataset_inputs
+    snapshot_run = params["snapshot_run_id"]
+    assert dataset_input.dataset.digest == params["data_sha256"][:32]
+    assert snapshot_run in dataset_input.dataset.source
+    assert {t.key: t.value for t in dataset_input.tags}["snapshot_run_id"] == snapshot_run
+
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(
+            f"models:/lstm-{names['ticker']}/1", dst_path=folder
+        )
+        model = ForecastModel(local)
+        metadata = json.loads((Path(local) / "metadata.json").read_text())
+    assert metadata["features"] == list(FEATURES) and metadata["target"] == TARGET
+    assert metadata["data"]["snapshot_run_id"] == snapshot_run
+    assert metadata["metrics"]["lstm"]["mae_brl"] == pytest.approx(
+        run.data.metrics["test_lstm_mae_brl"]
+    )
+    assert model.window == 20 and metadata["onnx_max_abs_diff"] <= 1e-5
+
+
+def bad_champion(name: str, prices: pd.DataFrame) -> str:
+    """Register a model that forecasts +5 % every day: a champion any sane model beats."""
+    dm = PriceDataModule(prices, window=20, val_days=60, test_days=60)
+    dm.setup()
+    net = LSTMFactory(len(FEATURES), hidden_size=8)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.tensor([0.0, 0.05 / dm.scaler.target_scale, 0.0]))
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        export_onnx(net, dm.subset("test").x, folder / "model.onnx")
+        (folder / "scaler.json").write_text(json.dumps(dm.scaler.to_dict()))
+        (folder / "metadata.json").write_text(
+            json.dumps(
+                {
+                    "window": 20,
+                    "features": list(FEATURES),
+                    "target": TARGET,
+                    "quantiles": [0.1, 0.5, 0.9],
+                    "calibration": {"shrink": 1.0, "widen": 0.0},
+                }
+            )
+        )
+        mlflow.set_experiment("crafted-champions")
+        with mlflow.start_run() as run:
+            mlflow.log_artifacts(str(folder), "model")
+    return register(
+        MlflowClient(),
+        name,
+        run.info.run_id,
+        f"{run.info.artifact_uri}/model",
+        {},
+        Decision(True, "crafted to be beaten"),
+    )
+
+
+def test_alias_moves_on_an_improvement(mlflow_env, names, prices, tmp_path):
+    name = f"lstm-{names['ticker']}"
+    ingest(names, mlflow_env, prices, tmp_path)
+    assert bad_champion(name, prices) == "1"
+    result = train_cli(names, mlflow_env)
+    assert result.returncode == 0, result.stderr
+    assert f"registered {name} version 2; alias 'champion' moved to it" in result.stdout
+    assert "<= champion v1's" in result.stdout
+    assert MlflowClient().get_model_version_by_alias(name, CHAMPION).version == "2"
+
+
+def test_alias_stays_on_a_regression(mlflow_env, names, prices, tmp_path):
+    name = f"lstm-{names['ticker']}"
+    ingest(names, mlflow_env, prices, tmp_path)
+    assert train_cli(names, mlflow_env).returncode == 0
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(name, CHAMPION)
+    mae = float(champion.tags["test_mae_brl"])
+    naive = float(champion.tags["naive_mae_brl"])
+
+    # The champion's MAE is recomputed from its served artifacts on the same test days.
+    dm = PriceDataModule(prices, window=20, val_days=60, test_days=60)
+    dm.setup()
+    test = dm.subset("test")
+    actual = test.last_close * np.exp(test.y)
+    worse = decide(client, name, mae * 1.01, naive * 2, prices, test.anchor_dates, actual)
+    assert not worse.promote
+    assert f"worse than champion v{champion.version}'s R$ {mae:.4f}" in worse.reason
+    assert worse.champion_mae == pytest.approx(mae, abs=1e-6)  # the tag keeps six decimals
+    better = decide(client, name, mae * 0.99, naive * 2, prices, test.anchor_dates, actual)
+    assert better.promote
+    above_naive = decide(client, name, naive * 1.01, naive, prices, test.anchor_dates, actual)
+    assert not above_naive.promote and "worse than the naive forecast" in above_naive.reason
+
+
+def test_killed_training_registers_nothing(mlflow_env, names, prices, tmp_path):
+    ingest(names, mlflow_env, prices, tmp_path)
+    process = subprocess.Popen(
+        [
+            str(BIN / "petr4-train"),
+            "--ticker",
+            names["ticker"],
+            "--prices-experiment",
+            names["prices"],
+            "--experiment",
+            names["training"],
+            *SMALL[:-3],
+            "--max-epochs",
+            "200",
+            "--patience",
+            "200",
+        ],
+        env=mlflow_env | {"PATH": str(BIN)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = MlflowClient()
+
+    def training_has_logged_an_epoch() -> bool:
+        experiment = client.get_experiment_by_name(names["training"])
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        return bool(runs) and "val_loss" in runs[0].data.metrics
+
+    try:
+        wait_until(training_has_logged_an_epoch, 120, "the first epoch to be logged")
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    (run,) = client.search_runs([client.get_experiment_by_name(names["training"]).experiment_id])
+    assert run.info.status == "RUNNING"  # it never finished, and nothing was registered
+    assert versions(f"lstm-{names['ticker']}") == []
+
+
+def test_no_snapshot_is_a_clear_error(mlflow_env, names):
+    result = train_cli(names, mlflow_env)
+    assert result.returncode == 2
+    assert (
+        f"no snapshot of {names['ticker']}" in result.stderr and "run petr4-ingest" in result.stderr
+    )
+    assert MlflowClient().get_experiment_by_name(names["training"]) is None  # no run was started
+
+
+def test_too_little_data_is_a_clear_error(mlflow_env, names, prices, tmp_path):
+    ingest(names, mlflow_env, prices.iloc[-150:], tmp_path)
+    result = train_cli(names, mlflow_env)
+    assert result.returncode == 2
+    assert "60 test, 60 validation and at least 100 training samples are needed" in result.stderr
+    assert versions(f"lstm-{names['ticker']}") == []
+
+
+def test_non_finite_prices_are_a_clear_error(mlflow_env, names, prices, tmp_path):
+    broken = prices.copy()
+    broken.loc["2023-06-01", "Close"] = np.inf
+    csv = tmp_path / "broken.csv"
+    broken.to_csv(csv)
+    result = train_cli(names, mlflow_env, "--data", str(csv))
+    assert result.returncode == 2
+    assert "NaN or infinite values on 2023-06-01" in result.stderr
+    assert versions(f"lstm-{names['ticker']}") == []

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from datetime import date
+
+import lightning as L
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+import torch
+
+from services.core.features import FEATURES, Scaler, to_return_quantiles
+from services.ingestion.sources import SyntheticSource
+from trainer.data import DataError, PriceDataModule
+from trainer.evaluate import baseline_forecasts, evaluate, fit_calibration, point_metrics
+from trainer.export import export_onnx
+from trainer.model import LSTMFactory
+from trainer.module import LSTMLightModule, pinball_loss
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def prices() -> pd.DataFrame:
+    return SyntheticSource(seed=5, first_date=date(2019, 1, 2), end=date(2021, 12, 30)).fetch(
+        "T.SA", None
+    )
+
+
+def small_dm(prices, **kwargs) -> PriceDataModule:
+    options = {"window": 10, "val_days": 60, "test_days": 60, "batch_size": 32} | kwargs
+    dm = PriceDataModule(prices, **options)
+    dm.setup()
+    return dm
+
+
+def test_splits_are_chronological_and_disjoint(prices):
+    dm = small_dm(prices)
+    (train_start, train_end), (val_start, val_end), (test_start, test_end) = (
+        dm.splits.train,
+        dm.splits.val,
+        dm.splits.test,
+    )
+    assert train_start < train_end < val_start <= val_end < test_start <= test_end
+    assert test_end == prices.index[-1]
+    assert dm.mask("val").sum() == 60 and dm.mask("test").sum() == 60
+    assert not (dm.mask("train") & dm.mask("val")).any()
+
+
+def test_the_scaler_sees_no_validation_or_test_row(prices):
+    dm = small_dm(prices)
+    assert pd.Timestamp(dm.scaler.fitted_through) == dm.splits.train[1] < dm.splits.val[0]
+    # Make every validation and test row absurd: a scaler that saw any of them would change.
+    poisoned = prices.copy()
+    later = poisoned.index >= dm.splits.val[0]
+    poisoned.loc[later, ["Open", "High", "Low", "Close", "Adj Close"]] *= np.linspace(
+        1, 50, later.sum()
+    )[:, None]
+    poisoned.loc[later, "Volume"] *= 1000
+    other = small_dm(poisoned)
+    np.testing.assert_array_equal(other.scaler.mean, dm.scaler.mean)
+    np.testing.assert_array_equal(other.scaler.scale, dm.scaler.scale)
+    assert other.scaler.target_scale == dm.scaler.target_scale
+
+
+def test_test_start_picks_the_test_year(prices):
+    dm = small_dm(prices, test_start=date(2021, 1, 1), test_days=252)
+    assert dm.splits.test[0] == pd.Timestamp("2021-01-04")
+    assert dm.splits.test[0].year == dm.splits.test[1].year == 2021
+
+
+def test_too_little_data_names_what_is_missing(prices):
+    with pytest.raises(
+        DataError, match=r"T.SA: \d+ samples with a known target; 252 test, 252 validation"
+    ):
+        PriceDataModule(prices.iloc[:300], window=60, subject="T.SA").setup()
+
+
+def test_quantiles_come_out_sorted():
+    torch.manual_seed(0)
+    net = LSTMFactory(len(FEATURES), hidden_size=8, n_quantiles=5).eval()
+    for scale in (0.1, 10.0, 1000.0):
+        out = net(torch.randn(64, 12, len(FEATURES)) * scale)
+        assert (out.diff(dim=1) >= 0).all()
+
+
+def test_pinball_loss_is_minimised_by_the_quantile():
+    target = torch.linspace(0, 1, 1001)
+    quantiles = torch.tensor([0.1, 0.5, 0.9])
+    best = torch.tensor([[0.1, 0.5, 0.9]]).expand(1001, 3)
+    worse = best + 0.05
+    assert pinball_loss(best, target, quantiles) < pinball_loss(worse, target, quantiles)
+
+
+def test_onnx_matches_torch(tmp_path):
+    torch.manual_seed(1)
+    net = LSTMFactory(len(FEATURES), hidden_size=16)
+    sample = np.random.default_rng(0).normal(size=(32, 20, len(FEATURES))).astype(np.float32)
+    difference = export_onnx(net, sample, tmp_path / "m.onnx")
+    assert difference <= 1e-5
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    batch = np.random.default_rng(1).normal(size=(7, 20, len(FEATURES))).astype(np.float32)
+    with torch.no_grad():
+        expected = net.eval()(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(session.run(None, {"window": batch})[0], expected, atol=1e-5)
+
+
+def test_lightning_module_runs_one_batch_of_every_stage(prices):
+    dm = small_dm(prices)
+    module = LSTMLightModule(n_features=len(FEATURES), hidden_size=8)
+    trainer = L.Trainer(
+        fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False
+    )
+    trainer.fit(module, datamodule=dm)
+    assert torch.isfinite(trainer.callback_metrics["train_loss"])
+    assert torch.isfinite(trainer.callback_metrics["val_loss"])
+    trainer.test(module, datamodule=dm, verbose=False)
+    assert torch.isfinite(trainer.callback_metrics["test_mae"])
+
+
+def test_naive_baseline_and_metrics(prices):
+    anchors = prices.index[10:20]
+    baselines = baseline_forecasts(prices, anchors)
+    np.testing.assert_array_equal(baselines["naive"], prices["Close"].loc[anchors].to_numpy())
+    np.testing.assert_allclose(baselines["ma5"], prices["Close"].rolling(5).mean().loc[anchors])
+    actual = prices["Close"].shift(-1).loc[anchors].to_numpy()
+    rows = evaluate(prices, anchors, actual, {})
+    assert rows["naive"]["mae_ratio_naive"] == 1.0
+    assert np.isnan(rows["naive"]["directional_accuracy"])  # naive never predicts a move
+    metrics = point_metrics(np.array([10.0, 10.0]), np.array([11.0, 9.0]), np.array([10.5, 10.5]))
+    assert metrics["mae_brl"] == 1.0 and metrics["mape_pct"] == pytest.approx(10.0)
+    assert metrics["directional_accuracy"] == 0.5
+
+
+def test_shrinkage_falls_back_to_naive_without_significant_skill():
+    rng = np.random.default_rng(0)
+    n = 250
+    y = rng.normal(0, 0.02, n)
+    last_close = np.full(n, 30.0)
+    scaler = Scaler(np.zeros(4), np.ones(4), 0.02, "2020-01-01")
+    noise_only = np.column_stack([np.full(n, -1.3), rng.normal(0, 0.3, n), np.full(n, 1.3)])
+    assert fit_calibration(noise_only, y, last_close, scaler, 0.8).shrink == 0.0
+    informed = np.column_stack([np.full(n, -1.3), y / 0.02 * 0.8, np.full(n, 1.3)])
+    assert fit_calibration(informed, y, last_close, scaler, 0.8).shrink > 0.5
+
+
+def test_conformal_widening_covers_the_validation_level():
+    rng = np.random.default_rng(1)
+    y = rng.normal(0, 0.02, 2000)
+    scaler = Scaler(np.zeros(4), np.ones(4), 0.02, "2020-01-01")
+    too_narrow = np.column_stack([np.full(2000, -0.2), np.zeros(2000), np.full(2000, 0.2)])
+    calibration = fit_calibration(too_narrow, y, np.full(2000, 30.0), scaler, 0.8)
+    q = to_return_quantiles(too_narrow, scaler, calibration)
+    assert np.mean((y >= q[:, 0]) & (y <= q[:, 2])) == pytest.approx(0.8, abs=0.01)

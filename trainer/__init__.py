@@ -1,0 +1,1 @@
+"""petr4-train: the LSTM, its training, evaluation against baselines, export and registration."""

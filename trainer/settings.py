@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import warnings
+from datetime import date
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.snapshots import PRICES_EXPERIMENT
+
+# The flag users expect is --register/--no-register; the field's name only shadows
+# ABCMeta.register on the class, which settings never call.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class TrainSettings(BaseSettings):
+    """petr4-train's settings; MLflow is found through MLFLOW_TRACKING_URI."""
+
+    model_config = SettingsConfigDict(env_prefix="PETR4_TRAIN_")
+
+    ticker: str = Field("PETR4.SA", description="ticker whose latest snapshot is trained on")
+    data: Path | None = Field(
+        None, description="train on this Yahoo-format CSV instead of a snapshot"
+    )
+    prices_experiment: str = Field(
+        PRICES_EXPERIMENT, description="MLflow experiment of the snapshots"
+    )
+    experiment: str = Field("petr4-training", description="MLflow experiment of the training runs")
+    window: int = Field(60, ge=2, description="trading days in each input window")
+    val_days: int = Field(252, ge=10, description="validation targets, just before the test ones")
+    test_days: int = Field(
+        252, ge=10, description="test targets: the last ones, or from --test-start"
+    )
+    test_start: date | None = Field(
+        None, description="first test target date (default: the last test-days)"
+    )
+    quantiles: list[float] = Field(
+        [0.1, 0.5, 0.9], description="predicted quantiles; the outer two bound the interval"
+    )
+    hidden_size: int = Field(50, ge=1, description="LSTM units per layer")
+    num_layers: int = Field(2, ge=1, description="stacked LSTM layers")
+    dropout: float = Field(
+        0.2, ge=0, lt=1, description="dropout between layers and before the head"
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="Adam's learning rate")
+    batch_size: int = Field(128, ge=1, description="training batch size")
+    max_epochs: int = Field(50, ge=1, description="upper bound on epochs")
+    patience: int = Field(
+        5, ge=1, description="epochs without a better validation loss before stopping"
+    )
+    seed: int = Field(42, description="seed of every random generator")
+    register: bool = Field(
+        True, description="register the model version (--no-register for experiments)"
+    )
+    champion_tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="relative MAE slack allowed when comparing with naive and the champion",
+    )
+    threads: int = Field(2, ge=1, description="torch CPU threads")
+    progress_bar: bool = Field(True, description="show Lightning's progress bar")
+    work_dir: Path = Field(Path(".cache/petr4/train"), description="scratch folder for checkpoints")
+    log_level: str = Field("INFO", description="logging level")
+    json_logs: bool = Field(False, description="log one JSON object per line")
+
+    @field_validator("quantiles")
+    @classmethod
+    def _median_in_the_middle(cls, value: list[float]) -> list[float]:
+        value = sorted(value)
+        if len(value) % 2 == 0 or value[len(value) // 2] != 0.5 or not 0 < value[0] < value[-1] < 1:
+            raise ValueError(
+                "quantiles must be an odd number of levels in (0, 1) with 0.5 in the middle"
+            )
+        return value
