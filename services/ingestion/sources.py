@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from services.core.calendar import is_trading_day
 from services.core.prices import normalize_frame, read_price_csv
 
 log = logging.getLogger(__name__)
@@ -131,27 +132,31 @@ class SyntheticSource:
 
     def trading_days(self, end: date) -> pd.DatetimeIndex:
         days = pd.bdate_range(self.first_date, end)
-        keep = [(d.month, d.day) not in _HOLIDAYS for d in days]
-        return days[np.array(keep, dtype=bool)]
+        return days[np.array([is_trading_day(d.date()) for d in days], dtype=bool)]
 
     def fetch(self, ticker: str, start: date | None) -> pd.DataFrame:
         days = self.trading_days(self.end or date.today())
-        rng = np.random.default_rng([self.seed, zlib.crc32(ticker.encode())])
+        # One generator per stream: each draw of n values then starts with the same n - 1
+        # values as a shorter draw, so a later end only appends days.
+        shock_rng, gap_rng, spread_rng, volume_rng = (
+            np.random.default_rng([self.seed, zlib.crc32(ticker.encode()), stream])
+            for stream in range(4)
+        )
         n = len(days)
         omega, alpha, beta, nu = 1e-5, 0.08, 0.90, 5.0  # about 35 % a year, like PETR4
-        shocks = rng.standard_t(nu, size=n) / np.sqrt(nu / (nu - 2))
+        shocks = shock_rng.standard_t(nu, size=n) / np.sqrt(nu / (nu - 2))
         variance = omega / (1 - alpha - beta)
         returns = np.empty(n)
         for t in range(n):
             returns[t] = 2e-4 + np.sqrt(variance) * shocks[t]
             variance = omega + alpha * returns[t] ** 2 + beta * variance
         close = 20.0 * np.exp(np.cumsum(returns))
-        gap = rng.normal(0, 0.3, n) * np.sqrt(omega / (1 - alpha - beta))
+        gap = gap_rng.normal(0, 0.3, n) * np.sqrt(omega / (1 - alpha - beta))
         open_ = np.r_[close[0], close[:-1]] * np.exp(gap)
-        spread = np.abs(rng.normal(0, 0.012, (2, n)))
+        spread = np.abs(spread_rng.normal(0, 0.012, (n, 2))).T
         high = np.maximum(open_, close) * (1 + spread[0])
         low = np.minimum(open_, close) * (1 - spread[1])
-        volume = np.round(rng.lognormal(17.5, 0.35, n) * (1 + 20 * np.abs(returns)))
+        volume = np.round(volume_rng.lognormal(17.5, 0.35, n) * (1 + 20 * np.abs(returns)))
         frame = pd.DataFrame(
             {
                 "Open": open_.round(2),

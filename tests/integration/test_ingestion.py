@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from services.core.snapshots import SnapshotStore
 from services.ingestion.sources import SyntheticSource, yahoo_reachable
-from tests.helpers import BIN, PausingProxy, run_cli, wait_until
+from tests.helpers import BIN, TcpProxy, run_cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def test_csv_ingest_commits_a_whole_snapshot(mlflow_env, experiment_name, histor
     assert (snapshot.rows, snapshot.first_date, snapshot.last_date) == (
         len(history),
         "2021-01-04",
-        "2023-12-29",
+        "2023-12-28",  # 29 Dec 2023 was the year's last weekday: no trading
     )
     assert snapshot.source == "csv" and not snapshot.synthetic
     frame = store.load(snapshot)
@@ -179,7 +179,7 @@ def test_sigkill_during_upload_leaves_latest_unchanged(
     )
     before = store.latest("TEST.SA")
 
-    proxy = PausingProxy(mlflow_server.port, trigger=b"PUT /api/2.0/mlflow-artifacts/artifacts/")
+    proxy = TcpProxy(mlflow_server.port, hold=b"PUT /api/2.0/mlflow-artifacts/artifacts/")
     process = subprocess.Popen(
         [
             str(BIN / "petr4-ingest"),
@@ -195,7 +195,7 @@ def test_sigkill_during_upload_leaves_latest_unchanged(
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(proxy.triggered.is_set, 60, "the snapshot upload to start")
+        wait_until(proxy.held.is_set, 60, "the snapshot upload to start")
         process.send_signal(signal.SIGKILL)
         process.wait(10)
     finally:

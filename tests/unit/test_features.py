@@ -80,3 +80,13 @@ def test_widen_moves_both_bounds_by_the_same_log_return():
     narrow = to_return_quantiles(raw, scaler, Calibration(1.0, 0.0))
     wide = to_return_quantiles(raw, scaler, Calibration(1.0, 0.05))
     np.testing.assert_allclose(wide - narrow, [[-0.05, 0.0, 0.05]])
+
+
+def test_synthetic_history_only_grows_with_a_later_end():
+    short = SyntheticSource(seed=9, first_date=date(2022, 1, 3), end=date(2022, 6, 30)).fetch(
+        "X.SA", None
+    )
+    long = SyntheticSource(seed=9, first_date=date(2022, 1, 3), end=date(2022, 12, 29)).fetch(
+        "X.SA", None
+    )
+    pd.testing.assert_frame_equal(long.loc[short.index], short)
