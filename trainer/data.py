@@ -75,7 +75,10 @@ class PriceDataModule(L.LightningDataModule):
     """Windows of scaled features with next-day log-return targets.
 
     The scaler is fitted on the rows dated up to the last training target only, so no
-    validation or test value shapes the inputs the model learns from.
+    validation or test value shapes the inputs the model learns from. Training targets
+    are centred on their own median: the network learns how tomorrow deviates from a
+    typical day, and cannot learn the training years' drift, which the next day does
+    not inherit. Forecasts add nothing back.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class PriceDataModule(L.LightningDataModule):
         )
         self.scaler = Scaler.fit(features, through=self.splits.train[1])
         self.windows = make_windows(self.prices, self.scaler, self.window)
+        self.target_center = float(np.median(self.subset("train").y))
 
     def mask(self, split: str) -> np.ndarray:
         first, last = getattr(self.splits, split)
@@ -130,7 +134,7 @@ class PriceDataModule(L.LightningDataModule):
 
     def _dataset(self, split: str) -> TensorDataset:
         part = self.subset(split)
-        y = part.y / self.scaler.target_scale
+        y = (part.y - self.target_center) / self.scaler.target_scale
         return TensorDataset(torch.from_numpy(part.x), torch.from_numpy(y.astype(np.float32)))
 
     def train_dataloader(self) -> DataLoader:

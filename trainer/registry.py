@@ -19,10 +19,6 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 
 
-def registered_model_name(ticker: str) -> str:
-    return f"lstm-{ticker}"
-
-
 @dataclass(frozen=True)
 class Decision:
     promote: bool

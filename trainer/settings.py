@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 import warnings
 from datetime import date
 from pathlib import Path
@@ -44,10 +45,10 @@ class TrainSettings(BaseSettings):
         0.2, ge=0, lt=1, description="dropout between layers and before the head"
     )
     learning_rate: float = Field(1e-3, gt=0, description="Adam's learning rate")
-    batch_size: int = Field(128, ge=1, description="training batch size")
+    batch_size: int = Field(64, ge=1, description="training batch size")
     max_epochs: int = Field(50, ge=1, description="upper bound on epochs")
     patience: int = Field(
-        5, ge=1, description="epochs without a better validation loss before stopping"
+        10, ge=1, description="epochs without a better validation loss before stopping"
     )
     seed: int = Field(42, description="seed of every random generator")
     register: bool = Field(
@@ -59,7 +60,10 @@ class TrainSettings(BaseSettings):
         description="relative MAE slack allowed when comparing with naive and the champion",
     )
     threads: int = Field(2, ge=1, description="torch CPU threads")
-    progress_bar: bool = Field(True, description="show Lightning's progress bar")
+    progress_bar: bool = Field(
+        default_factory=sys.stderr.isatty,
+        description="show Lightning's progress bar (default: on a terminal)",
+    )
     work_dir: Path = Field(Path(".cache/petr4/train"), description="scratch folder for checkpoints")
     log_level: str = Field("INFO", description="logging level")
     json_logs: bool = Field(False, description="log one JSON object per line")

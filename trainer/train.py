@@ -35,14 +35,20 @@ from services.core.features import (
     to_prices,
     to_return_quantiles,
 )
-from services.core.forecaster import METADATA_FILE, MODEL_FILE, SCALER_FILE, ForecastModel
+from services.core.forecaster import (
+    METADATA_FILE,
+    MODEL_FILE,
+    SCALER_FILE,
+    ForecastModel,
+    registered_model_name,
+)
 from services.core.prices import read_price_csv, validate_prices
 from services.core.snapshots import SnapshotStore, sha256_file
 from trainer.data import DataError, PriceDataModule, target_dates
 from trainer.evaluate import evaluate, fit_calibration, summary_table
 from trainer.export import export_onnx
 from trainer.module import LSTMLightModule
-from trainer.registry import Decision, decide, register, registered_model_name
+from trainer.registry import Decision, decide, register
 from trainer.report import backtest_plot, predictions_frame
 from trainer.settings import TrainSettings
 
@@ -165,6 +171,7 @@ def train(settings: TrainSettings, client: MlflowClient | None = None) -> TrainR
         "data_sha256": lineage.sha256,
         "snapshot_run_id": lineage.snapshot_run_id or "none",
         "scaler_fitted_through": dm.scaler.fitted_through,
+        "target_center_removed": dm.target_center,
         **dm.splits.to_params(),
         "batch_size": settings.batch_size,
         "max_epochs": settings.max_epochs,
