@@ -8,17 +8,29 @@ import pytest
 from tests.helpers import SHARED_DATA, MlflowServer
 
 
+def pytest_configure(config):
+    # Progress bars from MLflow downloads only clutter captured test output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
+    """A real MLflow server for the whole session; MLflow clients here and in children use it."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = server.uri
     yield server
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
     server.stop()
 
 
 @pytest.fixture
-def mlflow_env(mlflow_server, tmp_path, monkeypatch):
-    """Point MLflow clients in this process and in child processes at the test server."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+def mlflow_env(mlflow_server):
+    """The environment a child process needs to reach the test server."""
     return {"MLFLOW_TRACKING_URI": mlflow_server.uri}
 
 
@@ -35,9 +47,3 @@ def shared_data():
             f"real prices not found at {SHARED_DATA} (they live beside the project, not in it)"
         )
     return SHARED_DATA
-
-
-def pytest_configure(config):
-    # Progress bars from MLflow downloads only clutter captured test output.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

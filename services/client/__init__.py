@@ -1,0 +1,1 @@
+"""petr4-forecast: the command-line client, and the importable client class it uses."""

@@ -1,0 +1,147 @@
+"""petr4-forecast: ask a predictor for the next trading day's close.
+
+petr4-forecast --ticker PETR4.SA                      forecast from the latest prices
+petr4-forecast --ticker PETR4.SA --history-csv F.csv  forecast from the bars in a CSV
+petr4-forecast info                                   what model serves each ticker
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.settings import parse_settings
+
+EXIT_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: 2,
+    grpc.StatusCode.NOT_FOUND: 3,
+    grpc.StatusCode.UNAVAILABLE: 4,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 5,
+}
+HINTS = {
+    grpc.StatusCode.UNAVAILABLE: "is petr4-serve running at {target} and SERVING? (models may still be loading)",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "no answer within {timeout:g} s; raise --timeout or check the server",
+}
+
+
+class ClientSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PETR4_CLIENT_")
+
+    target: str = Field("localhost:50051", description="predictor address, HOST:PORT")
+    ticker: str = Field(
+        "PETR4.SA", description="ticker to forecast (for info: empty lists every model)"
+    )
+    history_csv: Path | None = Field(
+        None, description="forecast from the bars of this Yahoo-format CSV"
+    )
+    history_bars: int = Field(250, ge=1, description="send only the last N bars of --history-csv")
+    json_output: bool = Field(
+        False, description="print the answer as JSON", json_schema_extra={"flag": "--json"}
+    )
+    timeout: float = Field(10.0, gt=0, description="seconds to wait for an answer")
+
+
+def forecast_table(response) -> str:
+    interval = response.interval
+    rows = [
+        ("ticker", response.ticker + ("  (SYNTHETIC data)" if response.synthetic_data else "")),
+        ("last close", f"R$ {response.last_close:.2f} on {response.last_date}"),
+        (
+            "forecast",
+            f"R$ {response.predicted_close:.2f} on {response.target_date} ({response.change_pct:+.2f} %)",
+        ),
+        (f"{interval.level:.0%} interval", f"R$ {interval.lower:.2f} to R$ {interval.upper:.2f}"),
+        ("model", f"{response.model.name} v{response.model.version} (run {response.model.run_id})"),
+    ]
+    return "\n".join(f"{name:>14}  {value}" for name, value in rows)
+
+
+def info_table(response) -> str:
+    blocks = []
+    for info in response.models:
+        test, naive = info.test_metrics, info.naive_metrics
+        ratio = (
+            test.get("mae_brl", float("nan")) / naive.get("mae_brl", float("nan"))
+            if naive
+            else float("nan")
+        )
+        rows = [
+            (
+                "ticker",
+                info.ticker + ("  (trained on SYNTHETIC data)" if info.synthetic_data else ""),
+            ),
+            ("model", f"{info.model.name} v{info.model.version} from {info.uri}"),
+            ("run", info.model.run_id),
+            ("trained at", info.trained_at),
+            (
+                "data",
+                f"{info.data_first_date} to {info.data_last_date}; serving prices to {info.prices_last_date}",
+            ),
+            ("window", f"{info.window} days (needs {info.min_history_bars} bars)"),
+            (
+                "test MAE",
+                f"R$ {test.get('mae_brl', float('nan')):.4f} vs naive R$ "
+                f"{naive.get('mae_brl', float('nan')):.4f} (ratio {ratio:.4f})",
+            ),
+            (
+                "interval",
+                f"{info.interval_level:.0%}, test coverage {test.get('coverage', float('nan')):.1%}",
+            ),
+        ]
+        blocks.append("\n".join(f"{name:>12}  {value}" for name, value in rows))
+    return "\n\n".join(blocks)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "info" if argv[:1] == ["info"] else "forecast"
+    if command == "info":
+        argv = argv[1:]
+    settings = parse_settings(
+        ClientSettings, argv, f"petr4-forecast{' info' if command == 'info' else ''}", __doc__
+    )
+
+    from services.client.client import ForecastClient, bars_from_frame  # grpc loads after --help
+
+    try:
+        with ForecastClient(settings.target, settings.timeout) as client:
+            if command == "info":
+                given = "ticker" in settings.model_fields_set  # by flag or environment
+                response = client.model_info(settings.ticker if given else "")
+                text = info_table(response)
+            else:
+                history = None
+                if settings.history_csv is not None:
+                    from services.core.prices import read_price_csv
+
+                    frame = read_price_csv(settings.history_csv).iloc[-settings.history_bars :]
+                    history = bars_from_frame(frame)
+                response = client.forecast(settings.ticker, history)
+                text = forecast_table(response)
+    except grpc.RpcError as error:
+        code = error.code()
+        hint = HINTS.get(code, "").format(target=settings.target, timeout=settings.timeout)
+        print(
+            f"petr4-forecast: {code.name}: {error.details()}" + (f"\n  {hint}" if hint else ""),
+            file=sys.stderr,
+        )
+        return EXIT_CODES.get(code, 1)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"petr4-forecast: {exc}", file=sys.stderr)
+        return 2
+    if settings.json_output:
+        print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""petr4-serve: the gRPC predictor. Loads each ticker's model from the MLflow registry
+and serves next-trading-day forecasts, health, reflection and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from services.core.logging import configure_logging
+from services.core.settings import parse_settings
+from services.predictor.server import PredictorServer, StartupError
+from services.predictor.settings import ServeSettings
+
+log = logging.getLogger("services.predictor")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(ServeSettings, argv, "petr4-serve", __doc__)
+    configure_logging(settings.log_level, settings.json_logs)
+    # The start-up loop retries with its own backoff and deadline; MLflow's client would
+    # otherwise retry each call for minutes on its own.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    server = PredictorServer(settings)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: server.stopping.set())
+    server.start()
+    try:
+        server.load()
+    except StartupError as exc:
+        log.error("%s", exc)
+        server.stop()
+        print(f"petr4-serve: {exc}", file=sys.stderr)
+        return 1
+    server.stopping.wait()
+    log.info(
+        "shutting down: NOT_SERVING, then up to %.0f s for accepted RPCs",
+        settings.shutdown_grace_seconds,
+    )
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The predictor process: gRPC with health and reflection, metrics, loading, refresh, shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from mlflow import MlflowClient
+
+from services.api import forecast_pb2, forecast_pb2_grpc
+from services.core.snapshots import SnapshotStore
+from services.predictor.core import Predictor
+from services.predictor.interceptors import ErrorAndMetricsInterceptor
+from services.predictor.metrics import PredictorMetrics
+from services.predictor.model import model_uri
+from services.predictor.servicer import ForecastServicer
+from services.predictor.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE = forecast_pb2.DESCRIPTOR.services_by_name["ForecastService"].full_name
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+class StartupError(RuntimeError):
+    """Models could not be loaded before the start-up deadline."""
+
+
+class PredictorServer:
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.metrics = PredictorMetrics()
+        uris = {
+            t: model_uri(t, settings.model_version, settings.model_alias) for t in settings.tickers
+        }
+        client = MlflowClient()
+        self.predictor = Predictor(
+            uris,
+            client,
+            SnapshotStore(client, settings.prices_experiment),
+            settings.cache_dir,
+            self.metrics,
+            settings.max_history_bars,
+            settings.realized_window,
+        )
+        self.stopping = threading.Event()
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        limits = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ]
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+            interceptors=[ErrorAndMetricsInterceptor(self.metrics, SERVICE)],
+            options=limits,
+        )
+        forecast_pb2_grpc.add_ForecastServiceServicer_to_server(
+            ForecastServicer(self.predictor), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self._set_health(NOT_SERVING)
+        self.grpc_port = self.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        self._metrics_http = None
+        self._refresher = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
+
+    def _set_health(self, status) -> None:
+        self.health.set("", status)
+        self.health.set(SERVICE, status)
+
+    def start(self) -> None:
+        """Open both ports at once: probes and scrapes work while models load."""
+        self._metrics_http = self.metrics.serve(
+            self.settings.metrics_port, self.settings.host.strip("[]")
+        )
+        self.server.start()
+        log.info(
+            "gRPC on port %d, metrics on port %d; NOT_SERVING until models load",
+            self.grpc_port,
+            self.settings.metrics_port,
+        )
+
+    def load(self) -> None:
+        """Load every model, retrying with backoff while MLflow or the registry is not there."""
+        deadline = time.monotonic() + self.settings.startup_timeout_seconds
+        delay = 1.0
+        while not self.stopping.is_set():
+            try:
+                self.predictor.load()
+                break
+            except (
+                Exception
+            ) as exc:  # MLflow down, model missing: all worth a retry until the deadline
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StartupError(
+                        f"models not loaded after {self.settings.startup_timeout_seconds:.0f} s: {exc}"
+                    ) from exc
+                log.warning(
+                    "loading models failed (%s); retrying in %.0f s", exc, min(delay, remaining)
+                )
+                self.stopping.wait(min(delay, remaining))
+                delay = min(delay * 2, 30.0)
+        if self.predictor.ready:
+            self._set_health(SERVING)
+            self._refresher.start()
+            log.info("SERVING %s", ", ".join(self.settings.tickers))
+
+    def _refresh_loop(self) -> None:
+        while not self.stopping.wait(self.settings.refresh_seconds):
+            self.predictor.refresh()
+
+    def stop(self) -> None:
+        """NOT_SERVING first, so load balancers stop sending; then let accepted RPCs finish."""
+        self.stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.settings.shutdown_grace_seconds).wait()
+        log.info(
+            "stopped: %d RPCs answered, %d in flight",
+            self.metrics.answered_total(),
+            self.metrics.in_flight_now(),
+        )
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()

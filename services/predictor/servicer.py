@@ -1,0 +1,71 @@
+"""The gRPC servicer: proto messages in, domain calls, proto messages out. Nothing else."""
+
+from __future__ import annotations
+
+import math
+
+from services.api import forecast_pb2, forecast_pb2_grpc
+from services.predictor.core import Bar, Forecast, ModelDescription, Predictor
+
+
+def _model_ref(identity) -> forecast_pb2.ModelRef:
+    return forecast_pb2.ModelRef(
+        name=identity.name, version=identity.version, run_id=identity.run_id
+    )
+
+
+def forecast_to_proto(forecast: Forecast) -> forecast_pb2.ForecastResponse:
+    return forecast_pb2.ForecastResponse(
+        ticker=forecast.ticker,
+        last_date=forecast.last_date.isoformat(),
+        last_close=forecast.last_close,
+        target_date=forecast.target_date.isoformat(),
+        predicted_close=forecast.predicted_close,
+        change_pct=forecast.change_pct,
+        interval=forecast_pb2.PredictionInterval(
+            lower=forecast.lower, upper=forecast.upper, level=forecast.level
+        ),
+        model=_model_ref(forecast.model),
+        synthetic_data=forecast.synthetic_data,
+    )
+
+
+def _finite_metrics(metrics: dict | None) -> dict[str, float]:
+    return {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)}
+
+
+def description_to_proto(description: ModelDescription) -> forecast_pb2.ModelInfo:
+    meta = description.metadata
+    data = meta.get("data", {})
+    metrics = meta.get("metrics", {})
+    return forecast_pb2.ModelInfo(
+        ticker=description.ticker,
+        model=_model_ref(description.identity),
+        uri=description.identity.uri,
+        trained_at=meta.get("trained_at", ""),
+        data_first_date=data.get("first_date", ""),
+        data_last_date=data.get("last_date", ""),
+        synthetic_data=bool(data.get("synthetic", False)),
+        window=description.window,
+        min_history_bars=description.min_history_bars,
+        quantiles=description.quantiles,
+        interval_level=description.interval_level,
+        test_metrics=_finite_metrics(metrics.get("lstm")),
+        naive_metrics=_finite_metrics(metrics.get("naive")),
+        prices_last_date=description.prices_last_date,
+    )
+
+
+class ForecastServicer(forecast_pb2_grpc.ForecastServiceServicer):
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+
+    def Forecast(self, request, context):  # noqa: N802 (gRPC's method name)
+        history = [Bar(b.date, b.open, b.high, b.low, b.close, b.volume) for b in request.history]
+        return forecast_to_proto(self.predictor.forecast(request.ticker, history or None))
+
+    def GetModelInfo(self, request, context):  # noqa: N802
+        descriptions = self.predictor.describe(request.ticker)
+        return forecast_pb2.ModelInfoResponse(
+            models=[description_to_proto(d) for d in descriptions]
+        )

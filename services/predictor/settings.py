@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.snapshots import PRICES_EXPERIMENT
+
+
+class ServeSettings(BaseSettings):
+    """petr4-serve's settings; MLflow is found through MLFLOW_TRACKING_URI."""
+
+    model_config = SettingsConfigDict(env_prefix="PETR4_SERVE_")
+
+    tickers: list[str] = Field(
+        ["PETR4.SA"], description="tickers to serve, one registered model each"
+    )
+    model_version: str = Field(
+        "", description="pin this registered version for every ticker (empty: use model-alias)"
+    )
+    model_alias: str = Field(
+        "champion", description="registry alias served when no version is pinned"
+    )
+    prices_experiment: str = Field(
+        PRICES_EXPERIMENT, description="MLflow experiment of the price snapshots"
+    )
+    host: str = Field("[::]", description="address the gRPC and metrics ports bind to")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port")
+    metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus /metrics port")
+    workers: int = Field(8, ge=1, description="threads handling RPCs")
+    refresh_seconds: float = Field(
+        60.0, gt=0, description="how often to look for newer price snapshots"
+    )
+    max_history_bars: int = Field(
+        5000, ge=1, description="largest explicit history accepted in a request"
+    )
+    max_message_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="largest gRPC message, both ways"
+    )
+    realized_window: int = Field(
+        20, ge=1, description="out-of-sample days in the rolling realized MAE"
+    )
+    startup_timeout_seconds: float = Field(
+        300.0, gt=0, description="give up, exit non-zero, if models cannot be loaded by then"
+    )
+    shutdown_grace_seconds: float = Field(
+        20.0, ge=0, description="time accepted RPCs get to finish after SIGTERM"
+    )
+    cache_dir: Path = Field(
+        Path(".cache/petr4/serve"), description="writable folder for models and prices"
+    )
+    log_level: str = Field("INFO", description="logging level")
+    json_logs: bool = Field(False, description="log one JSON object per line")

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from services.ingestion.sources import SyntheticSource
+from tests.helpers import PredictorProcess, run_cli
+
+
+@dataclass
+class ServedModel:
+    """A champion trained on a synthetic series, ready to serve."""
+
+    ticker: str
+    prices_experiment: str
+    prices: pd.DataFrame
+    csv: Path
+    env: dict
+
+    @property
+    def name(self) -> str:
+        return f"lstm-{self.ticker}"
+
+    def serve_args(self, *extra: str) -> list[str]:
+        return ["--tickers", self.ticker, "--prices-experiment", self.prices_experiment, *extra]
+
+
+def ingest_csv(ticker: str, experiment: str, prices: pd.DataFrame, csv: Path, env: dict) -> None:
+    prices.to_csv(csv)
+    result = run_cli(
+        ["petr4-ingest", "--tickers", ticker, "--experiment", experiment, "--source", f"csv:{csv}"],
+        env,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="session")
+def served_model(mlflow_server, tmp_path_factory) -> ServedModel:
+    suffix = uuid.uuid4().hex[:6]
+    ticker, experiment = f"S{suffix}.SA", f"prices-{suffix}"
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.uri}
+    prices = SyntheticSource(seed=21, first_date=date(2021, 1, 4), end=date(2023, 12, 29)).fetch(
+        "S.SA", None
+    )
+    csv = tmp_path_factory.mktemp("served") / "prices.csv"
+    ingest_csv(ticker, experiment, prices, csv, env)
+    trained = run_cli(
+        [
+            "petr4-train",
+            "--ticker",
+            ticker,
+            "--prices-experiment",
+            experiment,
+            "--experiment",
+            f"training-{suffix}",
+            "--window",
+            "20",
+            "--val-days",
+            "60",
+            "--test-days",
+            "60",
+            "--hidden-size",
+            "16",
+            "--max-epochs",
+            "3",
+            "--no-progress-bar",
+            "--champion-tolerance",
+            "1.0",
+        ],
+        env,
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "alias 'champion' moved to it" in trained.stdout
+    return ServedModel(ticker, experiment, prices, csv, env)
+
+
+@pytest.fixture(scope="module")
+def predictor(served_model, tmp_path_factory):
+    process = PredictorProcess(
+        tmp_path_factory.mktemp("predictor"),
+        served_model.env,
+        *served_model.serve_args("--max-history-bars", "400"),
+    ).start()
+    yield process.wait_serving()
+    process.stop()

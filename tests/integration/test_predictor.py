@@ -1,0 +1,364 @@
+"""petr4-serve as a real process over a real socket, against a real MLflow server."""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import threading
+import urllib.request
+from datetime import date
+
+import grpc
+import mlflow
+import pandas as pd
+import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from services.client.client import ForecastClient, bars_from_frame
+from services.core.calendar import next_trading_day
+from services.core.forecaster import ForecastModel
+from services.ingestion.sources import SyntheticSource
+from tests.helpers import PredictorProcess, TcpProxy, run_cli, wait_until
+from tests.integration.conftest import ingest_csv
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def onnx_model(served_model):
+    """The champion's artifacts, loaded independently of the server."""
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(
+            f"models:/{served_model.name}@champion", dst_path=folder
+        )
+        yield ForecastModel(local)
+
+
+@pytest.fixture
+def client(predictor):
+    with ForecastClient(predictor.target) as client:
+        yield client
+
+
+def test_forecast_from_latest_prices_equals_the_onnx_model(client, served_model, onnx_model):
+    response = client.forecast(served_model.ticker)
+    expected = onnx_model.forecast_last(served_model.prices)
+    assert response.last_date == "2023-12-28"  # 29 Dec 2023 was B3's last-weekday holiday
+    assert response.target_date == next_trading_day(pd.Timestamp("2023-12-28").date()).isoformat()
+    assert response.last_close == pytest.approx(served_model.prices["Close"].iloc[-1])
+    assert response.predicted_close == pytest.approx(expected.median[0], rel=1e-6)
+    assert response.interval.lower == pytest.approx(expected.prices[0, 0], rel=1e-6)
+    assert response.interval.upper == pytest.approx(expected.prices[0, -1], rel=1e-6)
+    assert response.interval.level == pytest.approx(0.8)
+    assert response.change_pct == pytest.approx(
+        100 * (response.predicted_close / response.last_close - 1)
+    )
+    assert response.model.name == served_model.name and response.model.version == "1"
+
+
+def test_forecast_from_explicit_history_equals_the_onnx_model(client, served_model, onnx_model):
+    history = served_model.prices.iloc[-300:-100]
+    response = client.forecast(served_model.ticker, bars_from_frame(history))
+    expected = onnx_model.forecast_last(history)
+    assert response.last_date == history.index[-1].strftime("%Y-%m-%d")
+    assert response.predicted_close == pytest.approx(expected.median[0], rel=1e-6)
+    assert response.interval.upper == pytest.approx(expected.prices[0, -1], rel=1e-6)
+    assert not response.synthetic_data  # the request's bars are the caller's, whatever they are
+
+
+def test_model_info_describes_the_served_version(client, served_model):
+    (info,) = client.model_info(served_model.ticker).models
+    assert info.uri == f"models:/{served_model.name}@champion"
+    assert info.model.version == "1" and info.window == 20 and info.min_history_bars == 40
+    assert info.data_last_date == "2023-12-28" and info.prices_last_date == "2023-12-28"
+    assert list(info.quantiles) == [0.1, 0.5, 0.9]
+    assert info.test_metrics["mae_brl"] > 0 and info.naive_metrics["mae_ratio_naive"] == 1.0
+    assert len(client.model_info().models) == 1  # empty ticker: every served model
+
+
+def expect_error(call, code: grpc.StatusCode, message: str) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    assert caught.value.code() == code
+    assert message in caught.value.details()
+
+
+@pytest.fixture
+def bars(served_model):
+    return bars_from_frame(served_model.prices.iloc[-60:])
+
+
+def test_empty_ticker_is_invalid(client):
+    expect_error(
+        lambda: client.forecast(""), grpc.StatusCode.INVALID_ARGUMENT, "ticker is required"
+    )
+
+
+def test_unknown_ticker_is_not_found(client, served_model):
+    expect_error(
+        lambda: client.forecast("NOPE3.SA"),
+        grpc.StatusCode.NOT_FOUND,
+        f"no model serves ticker 'NOPE3.SA'; this server serves {served_model.ticker}",
+    )
+    expect_error(
+        lambda: client.model_info("NOPE3.SA"), grpc.StatusCode.NOT_FOUND, "no model serves"
+    )
+
+
+def test_too_short_history(client, served_model, bars):
+    expect_error(
+        lambda: client.forecast(served_model.ticker, bars[:39]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "history has 39 usable bars; the model needs at least 40 (a window of 20 plus 20 of warm-up)",
+    )
+
+
+def test_too_long_history(client, served_model):
+    many = bars_from_frame(served_model.prices.iloc[-401:])
+    expect_error(
+        lambda: client.forecast(served_model.ticker, many),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "history has 401 bars; at most 400 are accepted",
+    )
+
+
+def test_malformed_date(client, served_model, bars):
+    bars[5].date = "2023-13-01"
+    expect_error(
+        lambda: client.forecast(served_model.ticker, bars),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "history bar 6 has date '2023-13-01'; expected YYYY-MM-DD",
+    )
+
+
+def test_dates_must_strictly_increase(client, served_model, bars):
+    bars[10].date = bars[9].date
+    expect_error(
+        lambda: client.forecast(served_model.ticker, bars),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"history dates must strictly increase: {bars[9].date} follows {bars[9].date}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("close", math.nan, "NaN or infinite values on"),
+        ("high", math.inf, "NaN or infinite values on"),
+        ("low", -1.0, "zero or negative prices on"),
+        ("open", 0.0, "zero or negative prices on"),
+        ("high", 1.0, "High below max(Open, Close) on"),
+    ],
+)
+def test_bad_prices_are_invalid(client, served_model, bars, field, value, message):
+    setattr(bars[30], field, value)
+    expect_error(
+        lambda: client.forecast(served_model.ticker, bars),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"history: {message} {bars[30].date}",
+    )
+
+
+def test_the_server_survives_every_bad_request(client, served_model):
+    assert client.health() == "SERVING"
+    assert client.forecast(served_model.ticker).predicted_close > 0
+
+
+def test_reflection_lists_the_services(predictor):
+    with grpc.insecure_channel(predictor.target) as channel:
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert "petr4.forecast.v1.ForecastService" in services
+    assert "grpc.health.v1.Health" in services
+
+
+def test_metrics_count_rpcs_by_method_and_code(client, predictor, served_model):
+    client.forecast(served_model.ticker)
+    with pytest.raises(grpc.RpcError):
+        client.forecast("NOPE3.SA")
+    text = urllib.request.urlopen(predictor.metrics_url).read().decode()
+    assert re.search(r'petr4_grpc_requests_total\{code="OK",method="Forecast"\} [1-9]', text)
+    assert re.search(r'petr4_grpc_requests_total\{code="NOT_FOUND",method="Forecast"\} [1-9]', text)
+    assert 'petr4_grpc_request_duration_seconds_bucket{le="0.005",method="Forecast"}' in text
+    assert f'petr4_model_info{{model_name="{served_model.name}",model_version="1"' in text
+    assert f'petr4_model_ready{{ticker="{served_model.ticker}"}} 1.0' in text
+    assert f'petr4_price_data_age_days{{ticker="{served_model.ticker}"}}' in text
+
+
+def test_newer_snapshot_is_picked_up_and_scores_earlier_forecasts(served_model, tmp_path):
+    """A refresh brings new closes; the forecasts for those days become realized errors."""
+    experiment = (
+        f"{served_model.prices_experiment}-refresh"  # its own snapshots, shared with no test
+    )
+    ingest_csv(
+        served_model.ticker, experiment, served_model.prices, tmp_path / "a.csv", served_model.env
+    )
+    process = PredictorProcess(
+        tmp_path,
+        served_model.env,
+        "--tickers",
+        served_model.ticker,
+        "--prices-experiment",
+        experiment,
+        "--refresh-seconds",
+        "0.5",
+    )
+    try:
+        process.start().wait_serving()
+        with ForecastClient(process.target) as client:
+            assert client.forecast(served_model.ticker).last_date == "2023-12-28"
+            longer = SyntheticSource(
+                seed=21, first_date=date(2021, 1, 4), end=date(2024, 1, 10)
+            ).fetch("S.SA", None)
+            ingest_csv(
+                served_model.ticker, experiment, longer, tmp_path / "b.csv", served_model.env
+            )
+            wait_until(
+                lambda: client.forecast(served_model.ticker).last_date == "2024-01-10",
+                30,
+                "the refresh",
+            )
+        text = urllib.request.urlopen(process.metrics_url).read().decode()
+        days = re.search(
+            rf'petr4_realized_days\{{ticker="{re.escape(served_model.ticker)}"\}} (\S+)', text
+        )
+        assert (
+            days and float(days.group(1)) == 7
+        )  # 28 Dec and six January days now have their next close
+        assert re.search(r"petr4_realized_mae_brl\{[^}]*\} [0-9.]+", text)
+        assert re.search(r"petr4_realized_naive_mae_brl\{[^}]*\} [0-9.]+", text)
+    finally:
+        process.stop()
+
+
+def test_health_flips_at_start_and_at_sigterm(served_model, mlflow_server, tmp_path):
+    proxy = TcpProxy(mlflow_server.port, blocked=True)  # MLflow unreachable at first
+    process = PredictorProcess(
+        tmp_path, {"MLFLOW_TRACKING_URI": proxy.uri}, *served_model.serve_args()
+    )
+    try:
+        process.start()
+        wait_until(
+            lambda: process.health() == "NOT_SERVING", 30, "NOT_SERVING while MLflow is down"
+        )
+        proxy.blocked = False
+        process.wait_serving()
+        assert process.terminate() == 0
+        assert "shutting down: NOT_SERVING" in process.output()
+    finally:
+        process.stop()
+        proxy.close()
+
+
+def test_mlflow_down_at_start_is_a_clean_exit(served_model, tmp_path):
+    process = PredictorProcess(
+        tmp_path,
+        {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+        *served_model.serve_args("--startup-timeout-seconds", "4"),
+    )
+    try:
+        process.start()
+        wait_until(lambda: process.health() == "NOT_SERVING", 30, "NOT_SERVING")
+        assert process.process.wait(60) == 1
+        assert "models not loaded after 4 s" in process.output()
+    finally:
+        process.stop()
+
+
+def test_sigterm_under_load_loses_no_accepted_request(served_model, tmp_path):
+    process = (
+        PredictorProcess(
+            tmp_path, served_model.env, *served_model.serve_args("--shutdown-grace-seconds", "10")
+        )
+        .start()
+        .wait_serving()
+    )
+    history = bars_from_frame(served_model.prices.iloc[-200:])
+    outcomes: list[str] = []
+    started = threading.Barrier(9)
+
+    def caller():
+        with ForecastClient(process.target, timeout=10) as client:
+            started.wait()
+            for _ in range(2000):
+                try:
+                    client.forecast(served_model.ticker, history)
+                    outcomes.append("OK")
+                except grpc.RpcError as error:
+                    outcomes.append(error.code().name)
+                    return
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        started.wait()
+        wait_until(lambda: len(outcomes) > 200, 60, "load to build up")
+        assert process.terminate() == 0
+        for thread in threads:
+            thread.join(60)
+        answered = re.search(r"stopped: (\d+) RPCs answered, (\d+) in flight", process.output())
+        assert answered, process.output()[-2000:]
+        assert int(answered.group(2)) == 0
+        assert outcomes.count("OK") == int(answered.group(1))  # every accepted RPC got its answer
+        # The rest were refused at the door once shutdown began: UNAVAILABLE when the port
+        # was closed, CANCELLED when they reached the server before any handler took them.
+        assert set(outcomes) - {"OK"} <= {"UNAVAILABLE", "CANCELLED"}
+    finally:
+        process.stop()
+
+
+def test_cli_prints_a_table_and_json(predictor, served_model):
+    table = run_cli(
+        ["petr4-forecast", "--target", predictor.target, "--ticker", served_model.ticker], {}
+    )
+    assert table.returncode == 0, table.stderr
+    assert "80% interval" in table.stdout and f"{served_model.name} v1" in table.stdout
+    as_json = run_cli(
+        [
+            "petr4-forecast",
+            "--target",
+            predictor.target,
+            "--ticker",
+            served_model.ticker,
+            "--history-csv",
+            str(served_model.csv),
+            "--json",
+        ],
+        {},
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    assert '"predicted_close"' in as_json.stdout and '"last_date": "2023-12-28"' in as_json.stdout
+    info = run_cli(["petr4-forecast", "info", "--target", predictor.target], {})
+    assert info.returncode == 0 and "test MAE" in info.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--ticker", "NOPE3.SA"], 3, "NOT_FOUND: no model serves ticker 'NOPE3.SA'"),
+        (["--history-csv", "/nonexistent.csv"], 2, "no such price file: /nonexistent.csv"),
+        (
+            ["--history-bars", "10", "--history-csv", "CSV"],
+            2,
+            "INVALID_ARGUMENT: history has 10 usable bars",
+        ),
+    ],
+)
+def test_cli_errors_have_exit_codes(predictor, served_model, args, code, message):
+    args = [str(served_model.csv) if a == "CSV" else a for a in args]
+    if "--ticker" not in args:
+        args += ["--ticker", served_model.ticker]
+    result = run_cli(["petr4-forecast", "--target", predictor.target, *args], {})
+    assert result.returncode == code
+    assert message in result.stderr
+
+
+def test_cli_unreachable_server():
+    result = run_cli(["petr4-forecast", "--target", "127.0.0.1:9", "--timeout", "2"], {})
+    assert result.returncode == 4
+    assert (
+        "UNAVAILABLE" in result.stderr and "is petr4-serve running at 127.0.0.1:9" in result.stderr
+    )
