@@ -45,12 +45,16 @@ def build_parser(
         env = f"{prefix}{name}".upper()
         default = field.get_default(call_default_factory=True)
         help_text = f"{field.description or ''} [env {env}; default {default!r}]"
+        # A field may name its flag, where its own name would shadow a pydantic method.
+        flag = (field.json_schema_extra or {}).get("flag", _flag(name))
         if field.annotation is bool:
-            parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text
+            )
         elif _is_list(field.annotation):
-            parser.add_argument(_flag(name), nargs="+", metavar=name.upper(), help=help_text)
+            parser.add_argument(flag, dest=name, nargs="+", metavar=name.upper(), help=help_text)
         else:
-            parser.add_argument(_flag(name), metavar=name.upper(), help=help_text)
+            parser.add_argument(flag, dest=name, metavar=name.upper(), help=help_text)
     return parser
 
 
