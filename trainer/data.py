@@ -75,10 +75,10 @@ class PriceDataModule(L.LightningDataModule):
     """Windows of scaled features with next-day log-return targets.
 
     The scaler is fitted on the rows dated up to the last training target only, so no
-    validation or test value shapes the inputs the model learns from. Training targets
-    are centred on their own median: the network learns how tomorrow deviates from a
-    typical day, and cannot learn the training years' drift, which the next day does
-    not inherit. Forecasts add nothing back.
+    validation or test value shapes the inputs the model learns from. Targets are in
+    units of the anchor day's realised volatility and centred on their training median:
+    the network learns how tomorrow deviates from a typical day, not the drift of the
+    training years, which the next day does not inherit. Forecasts add nothing back.
     """
 
     def __init__(
@@ -121,20 +121,19 @@ class PriceDataModule(L.LightningDataModule):
         )
         self.scaler = Scaler.fit(features, through=self.splits.train[1])
         self.windows = make_windows(self.prices, self.scaler, self.window)
-        self.target_center = float(np.median(self.subset("train").y))
+        train = self.subset("train")
+        self.target_center = float(np.median(train.y / train.volatility))
 
     def mask(self, split: str) -> np.ndarray:
         first, last = getattr(self.splits, split)
         return np.asarray((self.targets >= first) & (self.targets <= last))
 
     def subset(self, split: str) -> Windows:
-        keep = self.mask(split)
-        w = self.windows
-        return Windows(w.x[keep], w.y[keep], w.anchor_dates[keep], w.last_close[keep])
+        return self.windows.take(self.mask(split))
 
     def _dataset(self, split: str) -> TensorDataset:
         part = self.subset(split)
-        y = (part.y - self.target_center) / self.scaler.target_scale
+        y = part.y / part.volatility - self.target_center
         return TensorDataset(torch.from_numpy(part.x), torch.from_numpy(y.astype(np.float32)))
 
     def train_dataloader(self) -> DataLoader:

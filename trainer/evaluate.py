@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from services.core.features import Calibration, Scaler, to_prices, to_return_quantiles
+from services.core.features import Calibration, to_prices, to_return_quantiles
 
 BASELINES = ("naive", "drift", "ma5")
 SHRINK_GRID = np.linspace(0.0, 1.0, 21)
@@ -69,7 +69,8 @@ def evaluate(
     rows: dict[str, dict[str, float]] = {}
     for name, q in quantile_prices.items():
         rows[name] = point_metrics(actual, q[:, q.shape[1] // 2], last_close)
-        rows[name] |= interval_metrics(actual, q[:, 0], q[:, -1])
+        if q.shape[1] > 1:  # a point forecast has no interval to score
+            rows[name] |= interval_metrics(actual, q[:, 0], q[:, -1])
     for name, forecast in baseline_forecasts(prices, anchors).items():
         rows[name] = point_metrics(actual, forecast, last_close)
     naive_mae = rows["naive"]["mae_brl"]
@@ -86,7 +87,7 @@ def diebold_mariano(errors: np.ndarray, benchmark_errors: np.ndarray) -> float:
 
 
 def fit_calibration(
-    raw: np.ndarray, y: np.ndarray, last_close: np.ndarray, scaler: Scaler, level: float
+    raw: np.ndarray, y: np.ndarray, last_close: np.ndarray, volatility: np.ndarray, level: float
 ) -> Calibration:
     """Fit the shrinkage of the median and the conformal widening on validation samples.
 
@@ -99,13 +100,14 @@ def fit_calibration(
     actual = last_close * np.exp(y)
     errors = []
     for shrink in SHRINK_GRID:
-        q = to_prices(last_close, to_return_quantiles(raw, scaler, Calibration(shrink, 0.0)))
+        q = to_prices(last_close, to_return_quantiles(raw, volatility, Calibration(shrink, 0.0)))
         errors.append(q[:, q.shape[1] // 2] - actual)
     best = int(np.argmin([np.mean(np.abs(e)) for e in errors]))
     significant = diebold_mariano(errors[best], errors[0]) < -DM_CRITICAL
     shrink = float(SHRINK_GRID[best]) if significant else 0.0
-    returns = to_return_quantiles(raw, scaler, Calibration(1.0, 0.0))
-    outside = np.maximum(returns[:, 0] - y, y - returns[:, -1])
+    # Conformity scores in units of volatility, so the correction carries across regimes.
+    z = y / volatility
+    outside = np.maximum(raw[:, 0] - z, z - raw[:, -1])
     n = len(outside)
     widen = float(np.quantile(outside, min(1.0, level * (n + 1) / n)))
     return Calibration(shrink=shrink, widen=widen)

@@ -107,9 +107,12 @@ def _dataset_input(frame: pd.DataFrame, lineage: Lineage, ticker: str):
         )
     else:
         source = lineage.location
-    return mlflow.data.from_pandas(
-        frame.reset_index(), source=source, name=f"{ticker} prices", digest=lineage.sha256[:32]
-    )
+    with warnings.catch_warnings():
+        # MLflow registers two identical local-file sources and warns about its own ambiguity.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        return mlflow.data.from_pandas(
+            frame.reset_index(), source=source, name=f"{ticker} prices", digest=lineage.sha256[:32]
+        )
 
 
 def _write_model_folder(
@@ -142,6 +145,8 @@ def _write_model_folder(
 def train(settings: TrainSettings, client: MlflowClient | None = None) -> TrainResult:
     client = client or MlflowClient()
     started = time.perf_counter()
+    # Lightning sets its logger to INFO when imported; its GPU/TPU notices are noise here.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     L.seed_everything(settings.seed, workers=True, verbose=False)
     torch.set_num_threads(settings.threads)
 
@@ -225,7 +230,7 @@ def train(settings: TrainSettings, client: MlflowClient | None = None) -> TrainR
         val, test = dm.subset("val"), dm.subset("test")
         with torch.no_grad():
             raw_val = best.net(torch.from_numpy(val.x)).numpy()
-        calibration = fit_calibration(raw_val, val.y, val.last_close, dm.scaler, level)
+        calibration = fit_calibration(raw_val, val.y, val.last_close, val.volatility, level)
 
         folder = Path(scratch) / "model"
         trained_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -252,7 +257,9 @@ def train(settings: TrainSettings, client: MlflowClient | None = None) -> TrainR
         forecasts = served.forecast_windows(test)
         unshrunk = to_prices(
             test.last_close,
-            to_return_quantiles(served.raw(test.x), dm.scaler, Calibration(1.0, calibration.widen)),
+            to_return_quantiles(
+                served.raw(test.x), test.volatility, Calibration(1.0, calibration.widen)
+            ),
         )
         rows = evaluate(
             prices,

@@ -3,9 +3,11 @@
 Numpy only, so the predictor computes exactly what the trainer computed, without torch.
 
 Each trading day t gets a feature row built from bars up to t; a sample is the window of
-the last ``window`` rows and its target is the next day's log return of the quoted close.
-Forecasts are returned as log-return quantiles and become prices as
-``last close x exp(return)``, so a drift in the price level cannot break the model.
+the last ``window`` rows and its target is the next day's log return of the quoted close,
+in units of the day's volatility: the network learns the shape of tomorrow's return in
+calm and stormy months alike, and the current volatility sets its scale. Forecasts come
+back as log-return quantiles and become prices as ``last close x exp(return)``, so a
+drift in the price level cannot break the model.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ import pandas as pd
 
 FEATURES: tuple[str, ...] = ("log_return", "log_range", "log_body", "log_volume_ratio")
 TARGET = "next_log_return"
-VOLUME_LOOKBACK = 20
-WARMUP = VOLUME_LOOKBACK  # rows consumed before the first complete feature row
+TARGET_SCALING = "realized_volatility_20d"
+LOOKBACK = 20  # days behind the volume ratio and the volatility estimate
+WARMUP = LOOKBACK  # rows consumed before the first complete feature row
+MIN_VOLATILITY = 1e-4  # a frozen quote has zero realised volatility; never divide by it
 
 
 def feature_frame(prices: pd.DataFrame) -> pd.DataFrame:
     """One feature row per trading day, from that day's bar and the days before it.
 
     - log_return: log(Close_t / Close_t-1), the quantity being forecast;
-    - log_range: log(High / Low), the day's realised volatility;
+    - log_range: log(High / Low), the day's intraday volatility;
     - log_body: log(Close / Open), where the day closed within its range;
     - log_volume_ratio: log(Volume / mean of the previous 20 days), unusual activity.
     The first ``WARMUP`` rows lack a full history and are dropped.
@@ -36,43 +40,45 @@ def feature_frame(prices: pd.DataFrame) -> pd.DataFrame:
     features["log_return"] = np.r_[np.nan, np.diff(np.log(close))]
     features["log_range"] = np.log(prices["High"].to_numpy() / prices["Low"].to_numpy())
     features["log_body"] = np.log(close / prices["Open"].to_numpy())
-    previous_mean = pd.Series(volume).rolling(VOLUME_LOOKBACK).mean().shift(1).to_numpy()
+    previous_mean = pd.Series(volume).rolling(LOOKBACK).mean().shift(1).to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.log(volume / previous_mean)
-    features["log_volume_ratio"] = np.clip(ratio, -5.0, 5.0)  # stale or rebased volume, bounded
+    # Zero or stale volume gives -inf or NaN: bounded, and neutral when undefined.
+    features["log_volume_ratio"] = np.clip(np.nan_to_num(ratio, nan=0.0), -5.0, 5.0)
     return features.iloc[WARMUP:]
+
+
+def realized_volatility(prices: pd.DataFrame) -> pd.Series:
+    """Root mean square of the last 20 daily log returns, known at each day's close.
+
+    A fixed window (not an exponential average over all history) makes the value depend
+    only on the bars a forecast needs, so serving from the last bars and evaluating over
+    the whole history agree exactly.
+    """
+    returns = np.log(prices["Close"]).diff()
+    volatility = np.sqrt((returns**2).rolling(LOOKBACK).mean())
+    return volatility.clip(lower=MIN_VOLATILITY)
 
 
 @dataclass(frozen=True)
 class Scaler:
-    """Standardisation of features, and a scale for the target, fitted on training rows only.
-
-    The target is scaled but not centred: a mean daily return fitted on years of history
-    is a drift the next day does not know about, and it would bias every forecast.
-    """
+    """Standardisation of the features, fitted on training rows only."""
 
     mean: np.ndarray
     scale: np.ndarray
-    target_scale: float
     fitted_through: str  # the last date the scaler saw
 
     @classmethod
     def fit(cls, features: pd.DataFrame, through: pd.Timestamp) -> Scaler:
-        """Fit on the feature rows dated up to ``through``, the last training target date.
-
-        The training targets are exactly the log returns of those rows (shifted by one
-        day), so the target's statistics come from the same rows and nothing later.
-        """
+        """Fit on the feature rows dated up to ``through``, the last training target date."""
         fitted = features.loc[features.index <= through]
         if fitted.empty:
             raise ValueError(f"no feature row on or before {through:%Y-%m-%d} to fit the scaler on")
         values = fitted.to_numpy()
-        y = fitted["log_return"].to_numpy()
         scale = values.std(axis=0)
         return cls(
             mean=values.mean(axis=0),
             scale=np.where(scale > 0, scale, 1.0),
-            target_scale=float(np.sqrt(np.mean(y**2))) or 1.0,
             fitted_through=through.strftime("%Y-%m-%d"),
         )
 
@@ -85,32 +91,42 @@ class Scaler:
             "mean": self.mean.tolist(),
             "scale": self.scale.tolist(),
             "target": TARGET,
-            "target_scale": self.target_scale,
+            "target_scaling": TARGET_SCALING,
             "fitted_through": self.fitted_through,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> Scaler:
-        if tuple(data["features"]) != FEATURES:
+        if tuple(data["features"]) != FEATURES or data.get("target_scaling") != TARGET_SCALING:
             raise ValueError(
-                f"scaler was fitted on features {data['features']}, expected {list(FEATURES)}"
+                f"scaler was fitted on features {data['features']} scaled by {data.get('target_scaling')!r}; "
+                f"this code computes {list(FEATURES)} scaled by {TARGET_SCALING!r}"
             )
         return cls(
             mean=np.asarray(data["mean"], dtype="float64"),
             scale=np.asarray(data["scale"], dtype="float64"),
-            target_scale=float(data["target_scale"]),
             fitted_through=data["fitted_through"],
         )
 
 
 @dataclass(frozen=True)
 class Windows:
-    """Samples ending on each anchor day: inputs, target, and what turns returns into prices."""
+    """Samples ending on each anchor day: inputs, target, and what turns outputs into prices."""
 
     x: np.ndarray  # (n, window, features), scaled, float32
     y: np.ndarray  # (n,) next-day log return; NaN where the next day is not known yet
     anchor_dates: pd.DatetimeIndex  # the last day of each window
     last_close: np.ndarray  # (n,) the close on the anchor day
+    volatility: np.ndarray  # (n,) realised volatility on the anchor day: the target's unit
+
+    def take(self, keep: np.ndarray) -> Windows:
+        return Windows(
+            self.x[keep],
+            self.y[keep],
+            self.anchor_dates[keep],
+            self.last_close[keep],
+            self.volatility[keep],
+        )
 
 
 def next_log_return(prices: pd.DataFrame, index: pd.Index) -> np.ndarray:
@@ -134,6 +150,7 @@ def make_windows(prices: pd.DataFrame, scaler: Scaler, window: int) -> Windows:
         y=next_log_return(prices, anchors),
         anchor_dates=anchors,
         last_close=prices["Close"].reindex(anchors).to_numpy(),
+        volatility=realized_volatility(prices).reindex(anchors).to_numpy(),
     )
 
 
@@ -142,8 +159,8 @@ class Calibration:
     """Post-hoc corrections fitted on the validation split, applied to every forecast.
 
     ``shrink`` scales the median return towards zero (0 is the naive forecast): the model
-    earns the right to move away from "tomorrow = today" only as far as validation
-    shows it helps. ``widen`` is the conformal correction (in log return) that makes the
+    earns the right to move away from "tomorrow = today" only when validation shows it
+    helps. ``widen`` is the conformal correction, in units of volatility, that makes the
     central interval cover its nominal share of validation days.
     """
 
@@ -154,14 +171,16 @@ class Calibration:
         return {"shrink": self.shrink, "widen": self.widen}
 
 
-def to_return_quantiles(raw: np.ndarray, scaler: Scaler, calibration: Calibration) -> np.ndarray:
-    """Model outputs (scaled target quantiles, sorted) -> calibrated log-return quantiles."""
-    returns = raw.astype("float64") * scaler.target_scale
-    middle = returns.shape[1] // 2
-    median = calibration.shrink * returns[:, middle]
-    lower = np.minimum(returns[:, :middle] - calibration.widen, median[:, None])
-    upper = np.maximum(returns[:, middle + 1 :] + calibration.widen, median[:, None])
-    return np.column_stack([lower, median, upper])
+def to_return_quantiles(
+    raw: np.ndarray, volatility: np.ndarray, calibration: Calibration
+) -> np.ndarray:
+    """Model outputs (sorted quantiles, in units of volatility) -> calibrated log-return quantiles."""
+    raw = raw.astype("float64")
+    middle = raw.shape[1] // 2
+    median = calibration.shrink * raw[:, middle]
+    lower = np.minimum(raw[:, :middle] - calibration.widen, median[:, None])
+    upper = np.maximum(raw[:, middle + 1 :] + calibration.widen, median[:, None])
+    return np.column_stack([lower, median, upper]) * volatility[:, None]
 
 
 def to_prices(last_close: np.ndarray, return_quantiles: np.ndarray) -> np.ndarray:

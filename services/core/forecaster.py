@@ -112,7 +112,7 @@ class ForecastModel:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
     def forecast_windows(self, windows: Windows) -> Forecasts:
-        returns = to_return_quantiles(self.raw(windows.x), self.scaler, self.calibration)
+        returns = to_return_quantiles(self.raw(windows.x), windows.volatility, self.calibration)
         return Forecasts(
             anchor_dates=windows.anchor_dates,
             last_close=windows.last_close,
@@ -124,13 +124,7 @@ class ForecastModel:
         """Forecasts for every anchor day of ``prices`` (or only ``anchors``)."""
         windows = make_windows(prices, self.scaler, self.window)
         if anchors is not None:
-            keep = windows.anchor_dates.isin(anchors)
-            windows = Windows(
-                windows.x[keep],
-                windows.y[keep],
-                windows.anchor_dates[keep],
-                windows.last_close[keep],
-            )
+            windows = windows.take(windows.anchor_dates.isin(anchors))
         return self.forecast_windows(windows)
 
     @property

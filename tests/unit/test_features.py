@@ -13,6 +13,7 @@ from services.core.features import (
     Scaler,
     feature_frame,
     make_windows,
+    realized_volatility,
     to_prices,
     to_return_quantiles,
 )
@@ -67,19 +68,27 @@ def test_too_few_bars_is_a_clear_error(prices):
 
 
 def test_shrink_zero_is_the_naive_forecast():
-    scaler = Scaler(np.zeros(4), np.ones(4), 0.02, "2020-01-01")
     raw = np.array([[-1.0, 0.5, 2.0], [-0.5, -0.2, 0.1]])
-    q = to_prices(np.array([10.0, 20.0]), to_return_quantiles(raw, scaler, Calibration(shrink=0.0)))
+    q = to_prices(
+        np.array([10.0, 20.0]),
+        to_return_quantiles(raw, np.array([0.02, 0.02]), Calibration(shrink=0.0)),
+    )
     np.testing.assert_allclose(q[:, 1], [10.0, 20.0])
     assert (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all()
 
 
-def test_widen_moves_both_bounds_by_the_same_log_return():
-    scaler = Scaler(np.zeros(4), np.ones(4), 1.0, "2020-01-01")
-    raw = np.array([[-0.1, 0.0, 0.1]])
-    narrow = to_return_quantiles(raw, scaler, Calibration(1.0, 0.0))
-    wide = to_return_quantiles(raw, scaler, Calibration(1.0, 0.05))
-    np.testing.assert_allclose(wide - narrow, [[-0.05, 0.0, 0.05]])
+def test_outputs_are_in_units_of_volatility():
+    raw = np.array([[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]])
+    calm_and_stormy = to_return_quantiles(raw, np.array([0.01, 0.03]), Calibration(1.0, 0.5))
+    np.testing.assert_allclose(calm_and_stormy, [[-0.015, 0.0, 0.015], [-0.045, 0.0, 0.045]])
+
+
+def test_volatility_depends_only_on_the_last_bars(prices):
+    full = realized_volatility(prices)
+    tail = realized_volatility(prices.iloc[-(WARMUP + 1) :])
+    assert tail.iloc[-1] == pytest.approx(full.iloc[-1])
+    returns = np.log(prices["Close"]).diff().iloc[-20:]
+    assert full.iloc[-1] == pytest.approx(np.sqrt(np.mean(returns**2)))
 
 
 def test_synthetic_history_only_grows_with_a_later_end():

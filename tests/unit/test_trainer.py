@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from services.core.features import FEATURES, Scaler, to_return_quantiles
+from services.core.features import FEATURES, to_return_quantiles
 from services.ingestion.sources import SyntheticSource
 from trainer.data import DataError, PriceDataModule
 from trainer.evaluate import baseline_forecasts, evaluate, fit_calibration, point_metrics
@@ -60,7 +60,7 @@ def test_the_scaler_sees_no_validation_or_test_row(prices):
     other = small_dm(poisoned)
     np.testing.assert_array_equal(other.scaler.mean, dm.scaler.mean)
     np.testing.assert_array_equal(other.scaler.scale, dm.scaler.scale)
-    assert other.scaler.target_scale == dm.scaler.target_scale
+    assert other.target_center == dm.target_center
 
 
 def test_test_start_picks_the_test_year(prices):
@@ -135,20 +135,23 @@ def test_naive_baseline_and_metrics(prices):
 def test_shrinkage_falls_back_to_naive_without_significant_skill():
     rng = np.random.default_rng(0)
     n = 250
+    volatility = np.full(n, 0.02)
     y = rng.normal(0, 0.02, n)
     last_close = np.full(n, 30.0)
-    scaler = Scaler(np.zeros(4), np.ones(4), 0.02, "2020-01-01")
     noise_only = np.column_stack([np.full(n, -1.3), rng.normal(0, 0.3, n), np.full(n, 1.3)])
-    assert fit_calibration(noise_only, y, last_close, scaler, 0.8).shrink == 0.0
+    assert fit_calibration(noise_only, y, last_close, volatility, 0.8).shrink == 0.0
     informed = np.column_stack([np.full(n, -1.3), y / 0.02 * 0.8, np.full(n, 1.3)])
-    assert fit_calibration(informed, y, last_close, scaler, 0.8).shrink > 0.5
+    assert fit_calibration(informed, y, last_close, volatility, 0.8).shrink > 0.5
 
 
-def test_conformal_widening_covers_the_validation_level():
+def test_conformal_widening_covers_the_validation_level_in_any_regime():
     rng = np.random.default_rng(1)
-    y = rng.normal(0, 0.02, 2000)
-    scaler = Scaler(np.zeros(4), np.ones(4), 0.02, "2020-01-01")
+    volatility = np.r_[np.full(1000, 0.01), np.full(1000, 0.03)]  # calm, then stormy
+    y = rng.normal(0, 1, 2000) * volatility
     too_narrow = np.column_stack([np.full(2000, -0.2), np.zeros(2000), np.full(2000, 0.2)])
-    calibration = fit_calibration(too_narrow, y, np.full(2000, 30.0), scaler, 0.8)
-    q = to_return_quantiles(too_narrow, scaler, calibration)
-    assert np.mean((y >= q[:, 0]) & (y <= q[:, 2])) == pytest.approx(0.8, abs=0.01)
+    calibration = fit_calibration(too_narrow, y, np.full(2000, 30.0), volatility, 0.8)
+    q = to_return_quantiles(too_narrow, volatility, calibration)
+    inside = (y >= q[:, 0]) & (y <= q[:, 2])
+    assert inside.mean() == pytest.approx(0.8, abs=0.01)
+    assert inside[:1000].mean() == pytest.approx(0.8, abs=0.04)  # in the calm half too
+    assert inside[1000:].mean() == pytest.approx(0.8, abs=0.04)  # and in the stormy one
