@@ -3,6 +3,7 @@
 petr4-forecast --ticker PETR4.SA                      forecast from the latest prices
 petr4-forecast --ticker PETR4.SA --history-csv F.csv  forecast from the bars in a CSV
 petr4-forecast info                                   what model serves each ticker
+petr4-forecast health                                 exit 0 only when SERVING
 """
 
 from __future__ import annotations
@@ -101,17 +102,20 @@ def info_table(response) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = "info" if argv[:1] == ["info"] else "forecast"
-    if command == "info":
+    command = argv[0] if argv[:1] in (["info"], ["health"]) else "forecast"
+    if command != "forecast":
         argv = argv[1:]
-    settings = parse_settings(
-        ClientSettings, argv, f"petr4-forecast{' info' if command == 'info' else ''}", __doc__
-    )
+    prog = "petr4-forecast" + ("" if command == "forecast" else f" {command}")
+    settings = parse_settings(ClientSettings, argv, prog, __doc__)
 
     from services.client.client import ForecastClient, bars_from_frame  # grpc loads after --help
 
     try:
         with ForecastClient(settings.target, settings.timeout) as client:
+            if command == "health":
+                status = client.health()
+                print(f"{settings.target}: {status}")
+                return 0 if status == "SERVING" else 4
             if command == "info":
                 given = "ticker" in settings.model_fields_set  # by flag or environment
                 response = client.model_info(settings.ticker if given else "")

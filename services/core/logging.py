@@ -37,5 +37,5 @@ def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:
     # Progress bars and "View run at" lines are for notebooks, not for services' logs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    for noisy in ("mlflow", "alembic", "urllib3", "yfinance", "lightning.pytorch"):
+    for noisy in ("mlflow", "alembic", "urllib3", "yfinance"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

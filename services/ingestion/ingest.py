@@ -71,6 +71,15 @@ def ingest_ticker(
     """Refresh one ticker. Errors become a failed result; nothing is committed then."""
     try:
         previous = None if settings.full_refresh else store.latest(ticker)
+        if settings.if_missing and previous is not None:
+            return TickerResult(
+                ticker,
+                "unchanged",
+                rows=previous.rows,
+                last_date=previous.last_date,
+                run_id=previous.run_id,
+                message="a snapshot exists and --if-missing was given",
+            )
         stored = store.load(previous, settings.cache_dir / "snapshots") if previous else None
         start = None
         if stored is not None:

@@ -42,6 +42,9 @@ class IngestSettings(BaseSettings):
         False, description="download all history and replace the snapshot (after a split, say)"
     )
     dry_run: bool = Field(False, description="validate without committing anything")
+    if_missing: bool = Field(
+        False, description="only tickers without any snapshot yet (a first install, say)"
+    )
     first_date: date = Field(date(2000, 1, 1), description="first date of a full Yahoo download")
     synthetic_seed: int = Field(42, description="seed of the synthetic series")
     cache_dir: Path = Field(Path(".cache/petr4"), description="writable folder for caches")

@@ -113,6 +113,8 @@ class Predictor:
         self.realized_window = realized_window
         self._states: dict[str, TickerState] = {}
         self._refresh_lock = threading.Lock()
+        for ticker in model_uris:  # a series from the start, so "not ready" can be alerted on
+            metrics.ready.labels(ticker).set(0)
 
     # -- lifecycle ---------------------------------------------------------------------
 

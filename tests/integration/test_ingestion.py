@@ -249,3 +249,23 @@ def test_shared_history_commits_then_reports_unchanged(mlflow_env, experiment_na
     assert second.returncode == 0
     assert second.stdout.count(": unchanged;") == 2
     assert SnapshotStore(experiment=experiment_name).latest("PETR4.SA").rows == 6131
+
+
+def test_if_missing_skips_tickers_that_have_a_snapshot(
+    mlflow_env, experiment_name, history, tmp_path
+):
+    store = SnapshotStore(experiment=experiment_name)
+    first = ingest(
+        write_csv(history.iloc[:-5], tmp_path / "a.csv"),
+        experiment_name,
+        mlflow_env,
+        "--if-missing",
+    )
+    assert first.returncode == 0 and "committed" in first.stdout
+    before = store.latest("TEST.SA")
+    second = ingest(
+        write_csv(history, tmp_path / "b.csv"), experiment_name, mlflow_env, "--if-missing"
+    )
+    assert second.returncode == 0
+    assert "a snapshot exists and --if-missing was given" in second.stdout
+    assert store.latest("TEST.SA") == before

@@ -333,6 +333,8 @@ def test_cli_prints_a_table_and_json(predictor, served_model):
     assert '"predicted_close"' in as_json.stdout and '"last_date": "2023-12-28"' in as_json.stdout
     info = run_cli(["petr4-forecast", "info", "--target", predictor.target], {})
     assert info.returncode == 0 and "test MAE" in info.stdout
+    health = run_cli(["petr4-forecast", "health", "--target", predictor.target], {})
+    assert health.returncode == 0 and health.stdout.strip() == f"{predictor.target}: SERVING"
 
 
 @pytest.mark.parametrize(
