@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# checkov in a virtual environment of its own: installed beside the project it would
+# downgrade packages that torch and MLflow need. Prints the path of its checkov.
+set -euo pipefail
+venv="$(cd "$(dirname "$0")/.." && pwd)/.cache/tools/checkov-venv"
+if [ ! -x "$venv/bin/checkov" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --upgrade pip
+    "$venv/bin/pip" install --quiet 'checkov>=3.2,<4'
+fi
+echo "$venv/bin/checkov"
