@@ -1,0 +1,268 @@
+"""The Helm chart, checked by every offline means: lint, schemas, and what it renders."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from tests.chart.conftest import CHART, CI_VALUES, by_kind, named
+
+pytestmark = pytest.mark.chart
+
+KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # the oldest the chart supports, and the newest known
+VALUES = [None, *CI_VALUES]
+IDS = ["defaults", *[p.name for p in CI_VALUES]]
+
+
+@pytest.mark.parametrize("values", VALUES, ids=IDS)
+def test_helm_lint_strict(render, values):
+    result = render.run("lint", "--strict", str(CHART), *(["-f", str(values)] if values else []))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", VALUES, ids=IDS)
+def test_core_objects_validate_strictly(render, values):
+    docs = render(*([values] if values else []))
+    core = [d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert core
+    for version in KUBERNETES_VERSIONS:
+        for doc in core:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                pytest.fail(
+                    f"{doc['kind']} {doc['metadata']['name']} on {version}: {error.message}"
+                )
+
+
+@pytest.mark.parametrize("values", VALUES, ids=IDS)
+def test_custom_resources_match_their_crds(render, crd_schemas, values):
+    for doc in render(*([values] if values else [])):
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            schema = crd_schemas[f"{doc['apiVersion']}/{doc['kind']}"]
+            # Not jsonschema.validate: it would first check the CRD's own patterns, and one of
+            # them uses Go's inline (?i) flag, which Python's re refuses mid-pattern.
+            jsonschema.Draft7Validator(schema).validate(doc)
+
+
+def test_custom_resources_are_rendered_by_default(render):
+    docs = render()
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    (rule,) = by_kind(docs, "PrometheusRule")
+    alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert alerts == {
+        "Petr4PredictorDown",
+        "Petr4PredictorNotReady",
+        "Petr4HighErrorRatio",
+        "Petr4HighLatency",
+        "Petr4StalePrices",
+        "Petr4ModelWorseThanNaive",
+        "Petr4TrainingFailed",
+        "Petr4IngestionFailed",
+    }
+    dashboard = named(docs, "ConfigMap", "-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(dashboard["data"]["petr4.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "petr4.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            {"predictor__replicas": "two"},
+            "predictor.replicas: Invalid type. Expected: integer, given: string",
+        ),
+        (
+            {"predictor__model__version": "latest"},
+            "predictor.model.version: Does not match pattern",
+        ),
+        ({"tickers": "null"}, "(root): tickers is required"),
+        ({"tickers": "{petr4.sa}"}, "tickers.0: Does not match pattern"),
+        ({"ingestion__source": "ftp"}, "ingestion.source: Does not match pattern"),
+        (
+            {"predictor__autoscaling__enabled": "yes"},
+            "Invalid type. Expected: boolean, given: string",
+        ),
+        ({"unknown": "1"}, "Additional property unknown is not allowed"),
+    ],
+)
+def test_values_schema_rejects_wrong_values(render, override, message):
+    ((key, value),) = override.items()
+    flag = "--set-string" if value in ("two", "latest", "yes", "ftp", "1") else "--set"
+    result = render.run("template", "petr4", str(CHART), flag, f"{key.replace('__', '.')}={value}")
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def pod_specs(docs: list[dict]):
+    for doc in docs:
+        kind = doc["kind"]
+        if kind == "Pod":
+            yield doc["metadata"]["name"], doc["spec"]
+        elif kind in ("Deployment", "Job"):
+            yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
+        elif kind == "CronJob":
+            yield doc["metadata"]["name"], doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("values", VALUES, ids=IDS)
+def test_every_pod_runs_restricted(render, values):
+    specs = list(pod_specs(render(*([values] if values else []))))
+    assert specs
+    for name, spec in specs:
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] and pod["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec["automountServiceAccountToken"] is False, name
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, (name, container["name"])
+            assert context["allowPrivilegeEscalation"] is False, (name, container["name"])
+            assert context["capabilities"]["drop"] == ["ALL"], (name, container["name"])
+            assert container["resources"]["limits"]["memory"], (name, container["name"])
+
+
+def test_predictor_rolls_without_unavailable_pods_and_probes_grpc_health(render):
+    deployment = named(render(), "Deployment", "-predictor")
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == 50051
+    grace = {e["name"]: e["value"] for e in container["env"]}["PETR4_SERVE_SHUTDOWN_GRACE_SECONDS"]
+    prestop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > int(grace) + prestop
+    service = named(render(), "Service", "-predictor")
+    assert {p["name"]: p["appProtocol"] for p in service["spec"]["ports"]} == {
+        "grpc": "grpc",
+        "metrics": "http",
+    }
+
+
+def test_pinning_a_model_version_changes_only_the_predictor_pod_template(render):
+    before = render()
+    after = render(predictor__model__version="7")
+    assert len(before) == len(after)
+    changed = [
+        (a["kind"], a["metadata"]["name"]) for a, b in zip(before, after, strict=True) if a != b
+    ]
+    assert changed == [("Deployment", "petr4-predictor")]
+    old, new = named(before, "Deployment", "-predictor"), named(after, "Deployment", "-predictor")
+    old_template, new_template = old["spec"].pop("template"), new["spec"].pop("template")
+    assert old == new  # everything but the pod template is the same
+    assert (
+        old_template["metadata"]["annotations"]["checksum/model"]
+        != new_template["metadata"]["annotations"]["checksum/model"]
+    )
+    env = {e["name"]: e["value"] for e in new_template["spec"]["containers"][0]["env"]}
+    assert env["PETR4_SERVE_MODEL_VERSION"] == "7"
+
+
+def test_disruption_budget_only_with_more_than_one_pod(render):
+    assert by_kind(render(), "PodDisruptionBudget") == []
+    assert len(by_kind(render(predictor__replicas=3), "PodDisruptionBudget")) == 1
+    autoscaled = render(predictor__autoscaling__enabled=True)
+    assert len(by_kind(autoscaled, "PodDisruptionBudget")) == 1
+    assert len(by_kind(autoscaled, "HorizontalPodAutoscaler")) == 1
+    assert "replicas" not in named(autoscaled, "Deployment", "-predictor")["spec"]
+
+
+def test_ingestion_cronjob_runs_after_b3_close_and_never_overlaps(render):
+    (cronjob,) = [
+        d for d in by_kind(render(), "CronJob") if d["metadata"]["name"].endswith("-ingest")
+    ]
+    spec = cronjob["spec"]
+    assert spec["timeZone"] == "America/Sao_Paulo" and spec["concurrencyPolicy"] == "Forbid"
+    assert spec["schedule"] == "30 19 * * 1-5"
+    assert spec["jobTemplate"]["spec"]["backoffLimit"] == 2
+    assert spec["successfulJobsHistoryLimit"] == 3 and spec["failedJobsHistoryLimit"] == 3
+
+
+def test_training_hook_ingests_first_when_no_snapshot_exists(render):
+    (job,) = by_kind(render(), "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    (init,) = job["spec"]["template"]["spec"]["initContainers"]
+    assert init["command"][:2] == ["petr4-ingest", "--if-missing"]
+    retrain = render(trainer__schedule__enabled=True, tickers="{PETR4.SA,VALE3.SA}")
+    assert (
+        len([d for d in by_kind(retrain, "CronJob") if "-retrain-" in d["metadata"]["name"]]) == 2
+    )
+
+
+def test_network_policies_let_only_the_jobs_reach_the_internet(render):
+    docs = render()
+    policies = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "NetworkPolicy")}
+    assert set(policies) == {"petr4-predictor", "petr4-jobs", "petr4-mlflow"}
+    internet = [
+        name
+        for name, spec in policies.items()
+        for rule in spec.get("egress", [])
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+    assert internet == ["petr4-jobs"]
+    assert by_kind(render(networkPolicy__enabled=False), "NetworkPolicy") == []
+
+
+def test_external_mlflow_replaces_the_bundled_one(render):
+    docs = render(mlflow__enabled=False, mlflow__externalUri="https://mlflow.example.com")
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-mlflow")]
+    env = {
+        e["name"]: e["value"]
+        for e in named(docs, "Deployment", "-predictor")["spec"]["template"]["spec"]["containers"][
+            0
+        ]["env"]
+    }
+    assert env["MLFLOW_TRACKING_URI"] == "https://mlflow.example.com"
+    result = render.run("template", "petr4", str(CHART), "--set", "mlflow.enabled=false")
+    assert result.returncode != 0 and "mlflow.externalUri is required" in result.stderr
+
+
+def test_mlflow_backend_from_a_secret(render):
+    docs = render(mlflow__backend__existingSecret="mlflow-db")
+    env = named(docs, "Deployment", "-mlflow")["spec"]["template"]["spec"]["containers"][0]["env"]
+    (backend,) = [e for e in env if e["name"] == "MLFLOW_BACKEND_STORE_URI"]
+    assert backend["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "backend-store-uri"}
+
+
+def test_values_file_documents_every_value():
+    """Every value has a comment right above it; a commented key documents its whole block
+    (resources, labels); an uncommented one is a heading whose values need their own."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented, documented_block = [], None
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if documented_block is not None and (
+            indent > documented_block or stripped.startswith("- ")
+        ):
+            continue
+        documented_block = None
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, _, value = stripped.partition(":")
+        commented = lines[number - 1].strip().startswith("#")
+        if value.strip() and not commented:
+            undocumented.append(key)
+        if commented:
+            documented_block = indent
+    assert undocumented == []
+
+
+def test_schema_covers_every_default_value():
+    import json
+
+    import yaml
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.validate(yaml.safe_load((CHART / "values.yaml").read_text()), schema)
+    broken = copy.deepcopy(yaml.safe_load((CHART / "values.yaml").read_text()))
+    broken["predictor"]["grpcPort"] = "50051"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)

@@ -1,0 +1,161 @@
+"""Images, skaffold and the rendered chart, checked offline: hadolint, schemas, checkov."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jsonpatch
+import jsonschema
+import pytest
+import yaml
+
+from tests.chart.conftest import SCHEMAS, by_kind
+from tests.helpers import BIN, REPO
+
+pytestmark = pytest.mark.chart
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.predictor", "Dockerfile.trainer"])
+def test_hadolint(dockerfile):
+    result = subprocess.run(
+        [str(BIN / "hadolint"), str(REPO / dockerfile)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_predictor_image_has_no_torch():
+    text = (REPO / "Dockerfile.predictor").read_text()
+    assert "'.[serve]'" in text and "torch" not in text.replace("no torch", "")
+    assert "USER 10001" in text and 'ENTRYPOINT ["petr4-serve"]' in text
+
+
+@pytest.fixture(scope="module")
+def skaffold_schema():
+    path = SCHEMAS / "skaffold-v4beta13.json"
+    if not path.is_file():
+        pytest.skip(f"skaffold's schema not found at {path} (it lives beside the project)")
+    return json.loads(path.read_text())
+
+
+def skaffold_config(profile: str | None = None) -> dict:
+    config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
+    if profile:
+        (chosen,) = [p for p in config.pop("profiles") if p["name"] == profile]
+        config = jsonpatch.apply_patch(config, chosen["patches"])
+    return config
+
+
+def test_skaffold_yaml_matches_its_schema(skaffold_schema):
+    jsonschema.Draft7Validator(skaffold_schema).validate(skaffold_config())
+
+
+def test_skaffold_monitoring_profile_matches_its_schema(skaffold_schema):
+    config = skaffold_config("monitoring")
+    jsonschema.Draft7Validator(skaffold_schema).validate(config)
+    releases = [r["name"] for r in config["deploy"]["helm"]["releases"]]
+    assert releases == ["kube-prometheus-stack", "petr4"]  # the CRDs come first
+    assert (
+        config["deploy"]["helm"]["releases"][1]["setValues"]["monitoring.serviceMonitor.enabled"]
+        is True
+    )
+
+
+def test_skaffold_wires_both_images_into_the_chart():
+    config = skaffold_config()
+    images = {a["image"]: a["docker"]["dockerfile"] for a in config["build"]["artifacts"]}
+    assert images == {
+        "petr4-trainer": "Dockerfile.trainer",
+        "petr4-predictor": "Dockerfile.predictor",
+    }
+    (release,) = config["deploy"]["helm"]["releases"]
+    assert release["chartPath"] == "charts/petr4"
+    templates = release["setValueTemplates"]
+    for image in ("trainer", "predictor"):
+        assert templates[f"images.{image}.repository"] == f"{{{{.IMAGE_REPO_petr4_{image}}}}}"
+        assert templates[f"images.{image}.tag"] == f"{{{{.IMAGE_TAG_petr4_{image}}}}}"
+    assert config["build"]["local"]["push"] is False
+
+
+def test_port_forwards_name_services_the_chart_renders(render):
+    config = skaffold_config()
+    (release,) = config["deploy"]["helm"]["releases"]
+    services = {
+        d["metadata"]["name"]: d for d in by_kind(render(namespace=release["namespace"]), "Service")
+    }
+    for forward in config["portForward"]:
+        service = services[forward["resourceName"]]
+        assert forward["port"] in [p["port"] for p in service["spec"]["ports"]]
+
+
+def test_kube_prometheus_stack_selects_what_the_chart_labels(render):
+    values = yaml.safe_load((REPO / "k8s" / "kube-prometheus-stack-values.yaml").read_text())
+    spec = values["prometheus"]["prometheusSpec"]
+    docs = render()
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    (rule,) = by_kind(docs, "PrometheusRule")
+    for selector, resource in (
+        (spec["serviceMonitorSelector"], monitor),
+        (spec["ruleSelector"], rule),
+    ):
+        assert selector["matchLabels"].items() <= resource["metadata"]["labels"].items()
+    sidecar = values["grafana"]["sidecar"]["dashboards"]
+    (dashboard,) = [
+        d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")
+    ]
+    assert dashboard["metadata"]["labels"][sidecar["label"]] == sidecar["labelValue"]
+
+
+@pytest.fixture(scope="module")
+def checkov():
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "checkov_venv.sh")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_checkov_finds_no_failed_check(render, checkov, tmp_path):
+    """Every check passes, or is skipped in the chart with a written reason."""
+    docs = render()
+    (tmp_path / "rendered.yaml").write_text(yaml.safe_dump_all(docs))
+    result = subprocess.run(
+        [
+            checkov,
+            "--compact",
+            "--framework",
+            "kubernetes",
+            "--output",
+            "json",
+            "--file",
+            str(tmp_path / "rendered.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    report = json.loads(result.stdout)
+    summary = report["summary"]
+    failed = [
+        f"{c['check_id']} {c['resource']}: {c['check_name']}"
+        for c in report["results"]["failed_checks"]
+    ]
+    assert failed == [], "\n".join(failed)
+    assert summary["passed"] > 100
+    for skipped in report["results"]["skipped_checks"]:
+        assert skipped["check_result"].get("suppress_comment"), skipped["check_id"]
+
+
+def test_the_chart_states_why_each_skipped_check_is_skipped():
+    for template in (REPO / "charts" / "petr4" / "templates").glob("*.yaml"):
+        for line in template.read_text().splitlines():
+            if "checkov.io/skip" in line:
+                assert "=" in line and len(line.split("=", 1)[1].strip()) > 10, (
+                    f"{template.name}: {line}"
+                )
+
+
+def test_python_of_the_images_matches_the_project():
+    for dockerfile in ("Dockerfile.predictor", "Dockerfile.trainer"):
+        text = (REPO / dockerfile).read_text()
+        assert f"python:{sys.version_info.major}.{sys.version_info.minor}-slim" in text
