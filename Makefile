@@ -65,3 +65,14 @@ proto-check: proto ## fail when the committed stubs differ from freshly generate
 .PHONY: demo
 demo: $(STAMP) ## run the whole loop locally: MLflow, ingest, train, serve, forecast (state in demo/)
 	$(PY) scripts/demo.py
+
+.PHONY: bench
+bench: bench-accuracy bench-serving ## run every benchmark; reports land in bench/reports/
+
+.PHONY: bench-accuracy
+bench-accuracy: $(STAMP) ## the model against naive, drift, 5-day mean and the seed recipe, 2024
+	$(PY) -m bench.accuracy
+
+.PHONY: bench-serving
+bench-serving: $(STAMP) ## predictor latency, throughput, start-up and memory against the gRPC floor
+	$(PY) -m bench.serving
