@@ -202,7 +202,10 @@ def main() -> int:
         )
         print(f"  Predictor metrics while it runs: http://127.0.0.1:{metrics_port}/metrics")
         print(f"  Logs: {STATE / 'predictor.log'}, {STATE / 'mlflow.log'}")
-        print(f"  Serve it again: MLFLOW_TRACKING_URI=... {BIN / 'petr4-serve'} --tickers {TICKER}")
+        print(
+            f"  Serve it again, with that server running:\n"
+            f"    MLFLOW_TRACKING_URI=http://127.0.0.1:5000 {BIN / 'petr4-serve'} --tickers {TICKER}"
+        )
     finally:
         step("Stop the predictor and MLflow")
         for child in reversed(children):

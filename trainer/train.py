@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import tempfile
 import time
 import warnings
@@ -40,6 +39,7 @@ from services.core.forecaster import (
     MODEL_FILE,
     SCALER_FILE,
     ForecastModel,
+    Forecasts,
     registered_model_name,
 )
 from services.core.prices import read_price_csv, validate_prices
@@ -122,7 +122,8 @@ def _write_model_folder(
     calibration: Calibration,
     settings: TrainSettings,
     extra: dict,
-) -> float:
+) -> None:
+    """model.onnx (checked against torch), scaler.json and metadata.json: what is served."""
     folder.mkdir(parents=True, exist_ok=True)
     parity = export_onnx(net, dm.subset("test").x, folder / MODEL_FILE)
     (folder / SCALER_FILE).write_text(json.dumps(dm.scaler.to_dict(), indent=2))
@@ -139,7 +140,105 @@ def _write_model_folder(
         **extra,
     }
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-    return parity
+
+
+def _run_params(
+    settings: TrainSettings, prices: pd.DataFrame, lineage: Lineage, dm: PriceDataModule
+) -> dict:
+    """Data and training parameters; the network's own come from Lightning's hyperparameters."""
+    return {
+        "ticker": settings.ticker,
+        "window": settings.window,
+        "features": ",".join(FEATURES),
+        "target": TARGET,
+        "data_first_date": prices.index[0].strftime("%Y-%m-%d"),
+        "data_last_date": prices.index[-1].strftime("%Y-%m-%d"),
+        "data_rows": len(prices),
+        "data_source": lineage.source,
+        "data_sha256": lineage.sha256,
+        "snapshot_run_id": lineage.snapshot_run_id or "none",
+        "scaler_fitted_through": dm.scaler.fitted_through,
+        "target_center_removed": dm.target_center,
+        **dm.splits.to_params(),
+        "batch_size": settings.batch_size,
+        "max_epochs": settings.max_epochs,
+        "patience": settings.patience,
+        "seed": settings.seed,
+    }
+
+
+def _fit(settings: TrainSettings, dm: PriceDataModule, run_id: str, scratch: Path):
+    """Train with early stopping: the best module, its checkpoint callback, epochs run, seconds."""
+    module = LSTMLightModule(
+        n_features=len(FEATURES),
+        hidden_size=settings.hidden_size,
+        num_layers=settings.num_layers,
+        dropout=settings.dropout,
+        quantiles=settings.quantiles,
+        learning_rate=settings.learning_rate,
+    )
+    checkpoint = ModelCheckpoint(dirpath=scratch, filename="best", monitor="val_loss", save_top_k=1)
+    trainer = L.Trainer(
+        max_epochs=settings.max_epochs,
+        callbacks=[checkpoint, EarlyStopping("val_loss", patience=settings.patience)],
+        logger=MLFlowLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri()),
+        accelerator="cpu",
+        devices=1,
+        deterministic=True,
+        gradient_clip_val=1.0,
+        enable_progress_bar=settings.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        default_root_dir=scratch,
+    )
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    fit_seconds = time.perf_counter() - started
+    best = LSTMLightModule.load_from_checkpoint(checkpoint.best_model_path).eval()
+    return best, checkpoint, trainer.current_epoch, fit_seconds
+
+
+def _evaluate(served: ForecastModel, dm: PriceDataModule, calibration: Calibration):
+    """Test-window forecasts through the served path (ONNX + JSON scaler), against the baselines."""
+    test = dm.subset("test")
+    forecasts = served.forecast_windows(test)
+    unshrunk = to_prices(
+        test.last_close,
+        to_return_quantiles(
+            served.raw(test.x), test.volatility, Calibration(1.0, calibration.widen)
+        ),
+    )
+    rows = evaluate(
+        dm.prices,
+        test.anchor_dates,
+        forecasts.actual,
+        {"lstm": forecasts.prices, "lstm, unshrunk": unshrunk},
+    )
+    return forecasts, rows
+
+
+def _write_reports(
+    folder: Path,
+    forecasts: Forecasts,
+    rows: dict,
+    dm: PriceDataModule,
+    settings: TrainSettings,
+    synthetic: bool,
+) -> str:
+    """The summary table, the test predictions and the backtest plot; returns the summary."""
+    first, last = dm.splits.test
+    title = f"{settings.ticker}: test {first:%Y-%m-%d} to {last:%Y-%m-%d}" + (
+        " (SYNTHETIC data)" if synthetic else ""
+    )
+    summary = summary_table(rows, title)
+    folder.mkdir()
+    predictions = predictions_frame(
+        forecasts, target_dates(dm.prices, forecasts.anchor_dates), settings.quantiles
+    )
+    predictions.to_csv(folder / "test_predictions.csv", index=False)
+    backtest_plot(predictions, title, folder / "backtest.png")
+    (folder / "summary.md").write_text(summary + "\n")
+    return summary
 
 
 def train(settings: TrainSettings, client: MlflowClient | None = None) -> TrainResult:
@@ -162,156 +261,86 @@ def train(settings: TrainSettings, client: MlflowClient | None = None) -> TrainR
         settings.ticker,
     )
     dm.setup()  # too little data fails here, before any run exists
+    params = _run_params(settings, prices, lineage, dm)
     name = registered_model_name(settings.ticker)
-    level = settings.quantiles[-1] - settings.quantiles[0]
-    data_params = {
-        "ticker": settings.ticker,
-        "window": settings.window,
-        "features": ",".join(FEATURES),
-        "target": TARGET,
-        "data_first_date": prices.index[0].strftime("%Y-%m-%d"),
-        "data_last_date": prices.index[-1].strftime("%Y-%m-%d"),
-        "data_rows": len(prices),
-        "data_source": lineage.source,
-        "data_sha256": lineage.sha256,
-        "snapshot_run_id": lineage.snapshot_run_id or "none",
-        "scaler_fitted_through": dm.scaler.fitted_through,
-        "target_center_removed": dm.target_center,
-        **dm.splits.to_params(),
-        "batch_size": settings.batch_size,
-        "max_epochs": settings.max_epochs,
-        "patience": settings.patience,
-        "seed": settings.seed,
-    }
 
     mlflow.set_experiment(settings.experiment)
     with (
-        mlflow.start_run(run_name=f"{settings.ticker} {data_params['data_last_date']}") as run,
+        mlflow.start_run(run_name=f"{settings.ticker} {params['data_last_date']}") as run,
         tempfile.TemporaryDirectory(dir=_scratch(settings)) as scratch,
     ):
-        run_id = run.info.run_id
+        run_id, scratch = run.info.run_id, Path(scratch)
         mlflow.set_tags({"ticker": settings.ticker, "synthetic": str(lineage.synthetic).lower()})
-        mlflow.log_params(data_params)
+        mlflow.log_params(params)
         mlflow.log_input(
             _dataset_input(prices, lineage, settings.ticker),
             context="training",
             tags={"snapshot_run_id": lineage.snapshot_run_id or "none"},
         )
 
-        module = LSTMLightModule(
-            n_features=len(FEATURES),
-            hidden_size=settings.hidden_size,
-            num_layers=settings.num_layers,
-            dropout=settings.dropout,
-            quantiles=settings.quantiles,
-            learning_rate=settings.learning_rate,
-        )
-        checkpoint = ModelCheckpoint(
-            dirpath=scratch, filename="best", monitor="val_loss", save_top_k=1
-        )
-        trainer = L.Trainer(
-            max_epochs=settings.max_epochs,
-            callbacks=[checkpoint, EarlyStopping("val_loss", patience=settings.patience)],
-            logger=MLFlowLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri()),
-            accelerator="cpu",
-            devices=1,
-            deterministic=True,
-            gradient_clip_val=1.0,
-            enable_progress_bar=settings.progress_bar,
-            enable_model_summary=False,
-            log_every_n_steps=1,
-            default_root_dir=scratch,
-        )
-        fit_started = time.perf_counter()
-        trainer.fit(module, datamodule=dm)
-        fit_seconds = time.perf_counter() - fit_started
-        best = LSTMLightModule.load_from_checkpoint(checkpoint.best_model_path).eval()
-
-        val, test = dm.subset("val"), dm.subset("test")
+        best, checkpoint, epochs, fit_seconds = _fit(settings, dm, run_id, scratch)
+        val = dm.subset("val")
         with torch.no_grad():
             raw_val = best.net(torch.from_numpy(val.x)).numpy()
+        level = settings.quantiles[-1] - settings.quantiles[0]
         calibration = fit_calibration(raw_val, val.y, val.last_close, val.volatility, level)
 
-        folder = Path(scratch) / "model"
-        trained_at = datetime.now(UTC).isoformat(timespec="seconds")
-        common = {
-            "trained_at": trained_at,
-            "run_id": run_id,
-            "model_name": name,
-            "data": {
-                "first_date": data_params["data_first_date"],
-                "last_date": data_params["data_last_date"],
-                "source": lineage.source,
-                "sha256": lineage.sha256,
-                "synthetic": lineage.synthetic,
-                "snapshot_run_id": lineage.snapshot_run_id,
+        folder = scratch / "model"
+        _write_model_folder(
+            folder,
+            best.net,
+            dm,
+            calibration,
+            settings,
+            {
+                "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "run_id": run_id,
+                "model_name": name,
+                "data": {
+                    "first_date": params["data_first_date"],
+                    "last_date": params["data_last_date"],
+                    "source": lineage.source,
+                    "sha256": lineage.sha256,
+                    "synthetic": lineage.synthetic,
+                    "snapshot_run_id": lineage.snapshot_run_id,
+                },
+                "splits": dm.splits.to_params(),
+                "best_epoch_val_loss": float(checkpoint.best_model_score),
+                "epochs": epochs,
             },
-            "splits": dm.splits.to_params(),
-            "best_epoch_val_loss": float(checkpoint.best_model_score),
-            "epochs": trainer.current_epoch,
-        }
-        _write_model_folder(folder, best.net, dm, calibration, settings, common)
-
-        # Evaluate through the served path: the ONNX file and the JSON scaler, not torch.
-        served = ForecastModel(folder)
-        forecasts = served.forecast_windows(test)
-        unshrunk = to_prices(
-            test.last_close,
-            to_return_quantiles(
-                served.raw(test.x), test.volatility, Calibration(1.0, calibration.widen)
-            ),
         )
-        rows = evaluate(
-            prices,
-            test.anchor_dates,
-            forecasts.actual,
-            {"lstm": forecasts.prices, "lstm, unshrunk": unshrunk},
+        forecasts, rows = _evaluate(ForecastModel(folder), dm, calibration)
+        mlflow.log_metrics(
+            {
+                f"test_{row.replace(', ', '_')}_{key}": value
+                for row, values in rows.items()
+                for key, value in values.items()
+                if np.isfinite(value)
+            }
+            | {"calibration_shrink": calibration.shrink, "calibration_widen": calibration.widen}
+            | {"fit_seconds": fit_seconds}
         )
-        metrics = {
-            f"test_{row.replace(', ', '_')}_{key}": value
-            for row, values in rows.items()
-            for key, value in values.items()
-            if np.isfinite(value)
-        }
-        metrics |= {
-            "calibration_shrink": calibration.shrink,
-            "calibration_widen": calibration.widen,
-        }
-        metrics |= {"fit_seconds": fit_seconds}
-        mlflow.log_metrics(metrics)
-
-        # The served model was needed to compute these, so they join its metadata last.
+        # Scoring needed the served model, so its metrics join its metadata last.
         metadata = json.loads((folder / METADATA_FILE).read_text())
         metadata["metrics"] = {row: rows[row] for row in ("lstm", "naive")}
         (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
 
-        title = (
-            f"{settings.ticker}: test {dm.splits.test[0]:%Y-%m-%d} to {dm.splits.test[1]:%Y-%m-%d}"
-            + (" (SYNTHETIC data)" if lineage.synthetic else "")
+        summary = _write_reports(
+            scratch / "reports", forecasts, rows, dm, settings, lineage.synthetic
         )
-        summary = summary_table(rows, title)
-        reports = Path(scratch) / "reports"
-        reports.mkdir()
-        predictions = predictions_frame(
-            forecasts, target_dates(prices, test.anchor_dates), settings.quantiles
-        )
-        predictions.to_csv(reports / "test_predictions.csv", index=False)
-        backtest_plot(predictions, title, reports / "backtest.png")
-        (reports / "summary.md").write_text(summary + "\n")
-
         mlflow.log_artifacts(str(folder), "model")
         mlflow.log_artifact(checkpoint.best_model_path, "checkpoints")
-        mlflow.log_artifacts(str(reports), "reports")
+        mlflow.log_artifacts(str(scratch / "reports"), "reports")
 
         result = TrainResult(run_id, rows, summary, name, timings={"fit_seconds": fit_seconds})
-        if settings.register:
-            decision = decide(
+        if settings.register:  # last: a run that dies before here registers nothing
+            result.decision = decide(
                 client,
                 name,
                 rows["lstm"]["mae_brl"],
                 rows["naive"]["mae_brl"],
                 prices,
-                test.anchor_dates,
+                forecasts.anchor_dates,
                 forecasts.actual,
                 settings.champion_tolerance,
             )
@@ -320,25 +349,19 @@ def train(settings: TrainSettings, client: MlflowClient | None = None) -> TrainR
                 "synthetic": str(lineage.synthetic).lower(),
                 "test_mae_brl": f"{rows['lstm']['mae_brl']:.6f}",
                 "naive_mae_brl": f"{rows['naive']['mae_brl']:.6f}",
-                "data_last_date": data_params["data_last_date"],
+                "data_last_date": params["data_last_date"],
             }
             source = f"{run.info.artifact_uri}/model"
-            result.version = register(client, name, run_id, source, tags, decision)
-            result.decision = decision
+            result.version = register(client, name, run_id, source, tags, result.decision)
             mlflow.set_tags(
                 {
                     "registered_version": result.version,
-                    "champion": str(decision.promote).lower(),
-                    "champion_reason": decision.reason,
+                    "champion": str(result.decision.promote).lower(),
+                    "champion_reason": result.decision.reason,
                 }
             )
     result.timings["total_seconds"] = time.perf_counter() - started
-    log.info(
-        "training run %s took %.1f s on %s",
-        result.run_id,
-        result.timings["total_seconds"],
-        platform.node(),
-    )
+    log.info("training run %s took %.1f s", result.run_id, result.timings["total_seconds"])
     return result
 
 
