@@ -100,21 +100,6 @@ class CsvSource:
         return frame
 
 
-# B3's fixed-date holidays; enough to make the synthetic calendar look like the real one.
-_HOLIDAYS = {
-    (1, 1),
-    (4, 21),
-    (5, 1),
-    (9, 7),
-    (10, 12),
-    (11, 2),
-    (11, 15),
-    (12, 24),
-    (12, 25),
-    (12, 31),
-}
-
-
 @dataclass
 class SyntheticSource:
     """A seeded daily series with volatility clustering, weekends and holidays.

@@ -149,7 +149,13 @@ class Predictor:
         prices: pd.DataFrame,
     ) -> None:
         """Start (or keep) serving ``ticker`` with this model and these prices."""
-        self._install(self._state(ticker, identity, model, snapshot, prices))
+        # Computed once per snapshot: a forecast from the latest prices is then a lookup.
+        # It also warms onnxruntime up before the first request.
+        latest = self._forecast(ticker, identity, model, prices, snapshot.synthetic)
+        state = TickerState(
+            ticker, identity, model, snapshot, prices, latest, self._realized(model, prices)
+        )
+        self._install(state)
 
     def refresh(self) -> None:
         """Pick up newer price snapshots; a failure keeps the current prices and is counted."""
@@ -280,21 +286,6 @@ class Predictor:
             level=model.interval_level,
             model=identity,
             synthetic_data=synthetic,
-        )
-
-    def _state(
-        self,
-        ticker: str,
-        identity: ModelIdentity,
-        model: ForecastModel,
-        snapshot: Snapshot,
-        prices: pd.DataFrame,
-    ) -> TickerState:
-        # Computed once per snapshot: a forecast from the latest prices is then a lookup.
-        # It also warms onnxruntime up before the first request.
-        latest = self._forecast(ticker, identity, model, prices, snapshot.synthetic)
-        return TickerState(
-            ticker, identity, model, snapshot, prices, latest, self._realized(model, prices)
         )
 
     def _realized(self, model: ForecastModel, prices: pd.DataFrame) -> RealizedErrors | None:

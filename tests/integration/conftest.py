@@ -11,6 +11,21 @@ import pytest
 from services.ingestion.sources import SyntheticSource
 from tests.helpers import PredictorProcess, run_cli
 
+# A few seconds of training on three years of data: enough to exercise everything.
+SMALL_TRAINING = [
+    "--window",
+    "20",
+    "--val-days",
+    "60",
+    "--test-days",
+    "60",
+    "--hidden-size",
+    "16",
+    "--max-epochs",
+    "3",
+    "--no-progress-bar",
+]
+
 
 @dataclass
 class ServedModel:
@@ -58,17 +73,7 @@ def served_model(mlflow_server, tmp_path_factory) -> ServedModel:
             experiment,
             "--experiment",
             f"training-{suffix}",
-            "--window",
-            "20",
-            "--val-days",
-            "60",
-            "--test-days",
-            "60",
-            "--hidden-size",
-            "16",
-            "--max-epochs",
-            "3",
-            "--no-progress-bar",
+            *SMALL_TRAINING,
             "--champion-tolerance",
             "1.0",
         ],

@@ -21,26 +21,13 @@ from services.core.features import FEATURES, TARGET
 from services.core.forecaster import ForecastModel
 from services.ingestion.sources import SyntheticSource
 from tests.helpers import BIN, run_cli, wait_until
+from tests.integration.conftest import SMALL_TRAINING
 from trainer.data import PriceDataModule
 from trainer.export import export_onnx
 from trainer.model import LSTMFactory
 from trainer.registry import CHAMPION, Decision, decide, register
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-SMALL = [
-    "--window",
-    "20",
-    "--val-days",
-    "60",
-    "--test-days",
-    "60",
-    "--hidden-size",
-    "16",
-    "--max-epochs",
-    "3",
-    "--no-progress-bar",
-]
 
 
 @pytest.fixture
@@ -88,7 +75,7 @@ def train_cli(names, env, *extra):
             names["prices"],
             "--experiment",
             names["training"],
-            *SMALL,
+            *SMALL_TRAINING,
             *extra,
         ],
         env,
@@ -255,7 +242,7 @@ def test_killed_training_registers_nothing(mlflow_env, names, prices, tmp_path):
             names["prices"],
             "--experiment",
             names["training"],
-            *SMALL[:-3],
+            *SMALL_TRAINING,  # the later flags override: train long enough to be killed
             "--max-epochs",
             "200",
             "--patience",
