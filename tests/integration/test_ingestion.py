@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from services.core.snapshots import SnapshotStore
+from services.core.snapshots import Snapshot, SnapshotStore
 from services.ingestion.sources import SyntheticSource, yahoo_reachable
 from tests.helpers import BIN, TcpProxy, run_cli, wait_until
 
@@ -46,6 +46,13 @@ def ingest(source: str, experiment: str, env: dict, *extra: str):
     )
 
 
+def committed(frame: pd.DataFrame, experiment: str, env: dict, path) -> Snapshot:
+    """Ingest ``frame`` through a CSV and return the snapshot that became the latest."""
+    result = ingest(write_csv(frame, path), experiment, env)
+    assert result.returncode == 0, result.stderr
+    return SnapshotStore(experiment=experiment).latest("TEST.SA")
+
+
 def runs_of(experiment: str) -> list:
     found = MlflowClient().get_experiment_by_name(experiment)
     return [] if found is None else MlflowClient().search_runs([found.experiment_id])
@@ -73,13 +80,7 @@ def test_csv_ingest_commits_a_whole_snapshot(mlflow_env, experiment_name, histor
 
 def test_incremental_ingest_adds_only_new_days(mlflow_env, experiment_name, history, tmp_path):
     store = SnapshotStore(experiment=experiment_name)
-    assert (
-        ingest(
-            write_csv(history.iloc[:-10], tmp_path / "a.csv"), experiment_name, mlflow_env
-        ).returncode
-        == 0
-    )
-    first = store.latest("TEST.SA")
+    first = committed(history.iloc[:-10], experiment_name, mlflow_env, tmp_path / "a.csv")
 
     result = ingest(write_csv(history, tmp_path / "b.csv"), experiment_name, mlflow_env)
     assert result.returncode == 0, result.stderr
@@ -109,13 +110,7 @@ def test_corrupted_rows_are_refused_and_nothing_is_committed(
     mlflow_env, experiment_name, history, tmp_path
 ):
     store = SnapshotStore(experiment=experiment_name)
-    assert (
-        ingest(
-            write_csv(history.iloc[:-20], tmp_path / "a.csv"), experiment_name, mlflow_env
-        ).returncode
-        == 0
-    )
-    before = store.latest("TEST.SA")
+    before = committed(history.iloc[:-20], experiment_name, mlflow_env, tmp_path / "a.csv")
 
     corrupted = history.copy()
     corrupted.loc["2023-12-20", "Close"] = -1.0
@@ -131,13 +126,7 @@ def test_corrupted_rows_are_refused_and_nothing_is_committed(
 
 def test_rewritten_history_is_refused(mlflow_env, experiment_name, history, tmp_path):
     store = SnapshotStore(experiment=experiment_name)
-    assert (
-        ingest(
-            write_csv(history.iloc[:-3], tmp_path / "a.csv"), experiment_name, mlflow_env
-        ).returncode
-        == 0
-    )
-    before = store.latest("TEST.SA")
+    before = committed(history.iloc[:-3], experiment_name, mlflow_env, tmp_path / "a.csv")
     rewritten = history.copy()
     rewritten.loc["2023-12-22", ["Open", "High", "Low", "Close"]] *= 1.1
     result = ingest(write_csv(rewritten, tmp_path / "b.csv"), experiment_name, mlflow_env)
@@ -148,10 +137,7 @@ def test_rewritten_history_is_refused(mlflow_env, experiment_name, history, tmp_
 
 def test_failing_source_leaves_latest_unchanged(mlflow_env, experiment_name, history, tmp_path):
     store = SnapshotStore(experiment=experiment_name)
-    assert (
-        ingest(write_csv(history, tmp_path / "a.csv"), experiment_name, mlflow_env).returncode == 0
-    )
-    before = store.latest("TEST.SA")
+    before = committed(history, experiment_name, mlflow_env, tmp_path / "a.csv")
     result = ingest(f"csv:{tmp_path}/missing-{{ticker}}.csv", experiment_name, mlflow_env)
     assert result.returncode == 1
     assert f"no such price file: {tmp_path}/missing-TEST.SA.csv" in result.stderr
@@ -171,13 +157,7 @@ def test_sigkill_during_upload_leaves_latest_unchanged(
     mlflow_server, mlflow_env, experiment_name, history, tmp_path
 ):
     store = SnapshotStore(experiment=experiment_name)
-    assert (
-        ingest(
-            write_csv(history.iloc[:-5], tmp_path / "a.csv"), experiment_name, mlflow_env
-        ).returncode
-        == 0
-    )
-    before = store.latest("TEST.SA")
+    before = committed(history.iloc[:-5], experiment_name, mlflow_env, tmp_path / "a.csv")
 
     proxy = TcpProxy(mlflow_server.port, hold=b"PUT /api/2.0/mlflow-artifacts/artifacts/")
     process = subprocess.Popen(
