@@ -24,15 +24,6 @@ DATA = ROOT.parent / "shared" / "data"
 REPORTS = ROOT / "bench" / "reports"
 TICKERS = ("PETR4.SA", "VALE3.SA", "ITUB4.SA", "BBDC4.SA")
 TEST_START = date(2024, 1, 1)
-COLUMNS = (
-    "mae_brl",
-    "rmse_brl",
-    "mape_pct",
-    "mae_ratio_naive",
-    "directional_accuracy",
-    "coverage",
-    "interval_width_brl",
-)
 
 
 def run_one(kind: str, ticker: str) -> dict:

@@ -174,14 +174,8 @@ def main() -> int:
         )
         from services.client.client import ForecastClient
 
-        def serving() -> bool:
-            try:
-                with ForecastClient(f"127.0.0.1:{grpc_port}", timeout=1) as c:
-                    return c.health() == "SERVING"
-            except Exception:
-                return False
-
-        wait_for(serving, 120, "the predictor")
+        with ForecastClient(f"127.0.0.1:{grpc_port}") as probe:
+            wait_for(probe.is_serving, 120, "the predictor")
 
         step("Forecast through the gRPC client")
         target = f"127.0.0.1:{grpc_port}"

@@ -203,11 +203,14 @@ class PredictorProcess:
             return "UNREACHABLE"
 
     def wait_serving(self, timeout: float = 60) -> PredictorProcess:
-        wait_until(
-            lambda: self.process.poll() is not None or self.health() == "SERVING",
-            timeout,
-            f"the predictor to serve (log: {self.log_path})",
-        )
+        from services.client.client import ForecastClient
+
+        with ForecastClient(self.target) as probe:
+            wait_until(
+                lambda: self.process.poll() is not None or probe.is_serving(),
+                timeout,
+                f"the predictor to serve (log: {self.log_path})",
+            )
         if self.process.poll() is not None:
             raise RuntimeError(
                 f"petr4-serve exited {self.process.returncode}: {self.output()[-3000:]}"

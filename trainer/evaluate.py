@@ -7,7 +7,6 @@ import pandas as pd
 
 from services.core.features import Calibration, to_prices, to_return_quantiles
 
-BASELINES = ("naive", "drift", "ma5")
 SHRINK_GRID = np.linspace(0.0, 1.0, 21)
 DM_CRITICAL = 1.645  # one-sided 5 % level of the standard normal
 

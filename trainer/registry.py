@@ -23,7 +23,6 @@ CHAMPION = "champion"
 class Decision:
     promote: bool
     reason: str
-    champion_version: str | None = None
     champion_mae: float | None = None
 
 
@@ -70,14 +69,12 @@ def decide(
             False,
             f"MAE R$ {new_mae:.4f} is worse than champion v{champion.version}'s R$ {old:.4f} "
             "on the same test days",
-            champion.version,
             old,
         )
     return Decision(
         True,
         f"MAE R$ {new_mae:.4f} <= champion v{champion.version}'s R$ {old:.4f} "
         f"and naive R$ {naive_mae:.4f}",
-        champion.version,
         old,
     )
 

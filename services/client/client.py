@@ -53,8 +53,12 @@ class ForecastClient:
         )
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
-    def wait_ready(self, timeout: float) -> None:
-        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+    def is_serving(self, timeout: float = 1.0) -> bool:
+        """True once grpc.health.v1 answers SERVING; False while unreachable or loading."""
+        try:
+            return self.health(timeout=timeout) == "SERVING"
+        except grpc.RpcError:
+            return False
 
     def close(self) -> None:
         self.channel.close()

@@ -75,8 +75,11 @@ def validate_prices(
         raise PriceValidationError(subject, ["the frame is empty (no rows)"])
     missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
     if missing:
+        hint = ""
+        if missing == ["Adj Close"]:
+            hint = " (Yahoo drops it with auto_adjust=True: download with auto_adjust=False)"
         raise PriceValidationError(
-            subject, [f"missing columns {missing}; expected {list(PRICE_COLUMNS)}"]
+            subject, [f"missing columns {missing}; expected {list(PRICE_COLUMNS)}{hint}"]
         )
     non_numeric = [c for c in PRICE_COLUMNS if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
@@ -165,17 +168,11 @@ def read_price_csv(path: str | Path) -> pd.DataFrame:
         head = [handle.readline() for _ in range(3)]
     if head[0].startswith("Price,") and head[1].startswith("Ticker,"):
         raw = pd.read_csv(path, header=[0, 1], index_col=0)
-        raw = raw.iloc[1:] if str(raw.index[0]).startswith("Date") else raw
-        raw.columns = raw.columns.get_level_values(0)
-        raw.index.name = "Date"
+        raw = raw.iloc[1:] if str(raw.index[0]).startswith("Date") else raw  # the "Date,,," row
     else:
         raw = pd.read_csv(path, index_col="Date")
-    for column in raw.columns:
-        raw[column] = (
-            pd.to_numeric(raw[column], errors="coerce") if column in PRICE_COLUMNS else raw[column]
-        )
-    if "Adj Close" not in raw.columns and "Close" in raw.columns:
-        raise PriceValidationError(
-            str(path), ["no 'Adj Close' column: download with auto_adjust=False"]
-        )
-    return normalize_frame(raw)
+    frame = normalize_frame(raw)
+    for column in frame.columns.intersection(PRICE_COLUMNS):
+        # Text that is no number becomes NaN, which validation reports with its date.
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame

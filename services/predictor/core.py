@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -112,7 +111,6 @@ class Predictor:
         self.max_history_bars = max_history_bars
         self.realized_window = realized_window
         self._states: dict[str, TickerState] = {}
-        self._refresh_lock = threading.Lock()
         for ticker in model_uris:  # a series from the start, so "not ready" can be alerted on
             metrics.ready.labels(ticker).set(0)
 
@@ -159,22 +157,21 @@ class Predictor:
 
     def refresh(self) -> None:
         """Pick up newer price snapshots; a failure keeps the current prices and is counted."""
-        with self._refresh_lock:
-            for ticker, state in list(self._states.items()):
-                try:
-                    snapshot = self.store.latest(ticker)
-                    if snapshot is not None and snapshot.run_id != state.snapshot.run_id:
-                        prices = self.store.load(snapshot, self.cache_dir / "snapshots")
-                        self.serve(ticker, state.identity, state.model, snapshot, prices)
-                        log.info("%s: prices refreshed to %s", ticker, snapshot.last_date)
-                except Exception:
-                    self.metrics.refresh_errors.labels(ticker).inc()
-                    log.exception(
-                        "%s: price refresh failed; still serving prices to %s",
-                        ticker,
-                        state.snapshot.last_date,
-                    )
-                self._update_age(self._states[ticker])
+        for ticker, state in list(self._states.items()):
+            try:
+                snapshot = self.store.latest(ticker)
+                if snapshot is not None and snapshot.run_id != state.snapshot.run_id:
+                    prices = self.store.load(snapshot, self.cache_dir / "snapshots")
+                    self.serve(ticker, state.identity, state.model, snapshot, prices)
+                    log.info("%s: prices refreshed to %s", ticker, snapshot.last_date)
+            except Exception:
+                self.metrics.refresh_errors.labels(ticker).inc()
+                log.exception(
+                    "%s: price refresh failed; still serving prices to %s",
+                    ticker,
+                    state.snapshot.last_date,
+                )
+            self._update_age(self._states[ticker])
 
     # -- requests ----------------------------------------------------------------------
 

@@ -51,9 +51,9 @@ class Cluster:
         self.kubeconfig = str(kubeconfig)
         self.helm_bin, self.kubectl_bin = tool("helm"), tool("kubectl")
 
-    def helm(self, *args: str, timeout: float = 1800) -> str:
+    def _run(self, binary: str, args: tuple[str, ...], timeout: float) -> str:
         done = subprocess.run(
-            [self.helm_bin, "--kubeconfig", self.kubeconfig, "-n", NAMESPACE, *args],
+            [binary, "--kubeconfig", self.kubeconfig, "-n", NAMESPACE, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -61,15 +61,11 @@ class Cluster:
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
+    def helm(self, *args: str, timeout: float = 1800) -> str:
+        return self._run(self.helm_bin, args, timeout)
+
     def kubectl(self, *args: str, timeout: float = 900) -> str:
-        done = subprocess.run(
-            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, "-n", NAMESPACE, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
+        return self._run(self.kubectl_bin, args, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -158,15 +154,8 @@ def test_install_forecast_and_roll_out_a_new_version(cluster, tmp_path):
     try:
         from services.client.client import ForecastClient
 
-        def answers() -> bool:
-            try:
-                with ForecastClient(f"127.0.0.1:{port}", timeout=2) as client:
-                    return client.health() == "SERVING"
-            except Exception:
-                return False
-
-        wait_until(answers, 120, "the port-forward")
         with ForecastClient(f"127.0.0.1:{port}") as client:
+            wait_until(client.is_serving, 120, "the port-forward")
             response = client.forecast("PETR4.SA")
         assert response.predicted_close > 0 and response.synthetic_data
         assert response.model.version == "1"

@@ -65,19 +65,23 @@ def ingest(names, env, prices, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def train_args(names, *extra) -> list[str]:
+    return [
+        "petr4-train",
+        "--ticker",
+        names["ticker"],
+        "--prices-experiment",
+        names["prices"],
+        "--experiment",
+        names["training"],
+        *SMALL_TRAINING,
+        *extra,
+    ]
+
+
 def train_cli(names, env, *extra):
     return run_cli(
-        [
-            "petr4-train",
-            "--ticker",
-            names["ticker"],
-            "--prices-experiment",
-            names["prices"],
-            "--experiment",
-            names["training"],
-            *SMALL_TRAINING,
-            *extra,
-        ],
+        train_args(names, *extra),
         env,
     )
 
@@ -233,21 +237,10 @@ def test_alias_stays_on_a_regression(mlflow_env, names, prices, tmp_path):
 
 def test_killed_training_registers_nothing(mlflow_env, names, prices, tmp_path):
     ingest(names, mlflow_env, prices, tmp_path)
+    # The later flags override the small defaults: train long enough to be killed.
+    args = train_args(names, "--max-epochs", "200", "--patience", "200")
     process = subprocess.Popen(
-        [
-            str(BIN / "petr4-train"),
-            "--ticker",
-            names["ticker"],
-            "--prices-experiment",
-            names["prices"],
-            "--experiment",
-            names["training"],
-            *SMALL_TRAINING,  # the later flags override: train long enough to be killed
-            "--max-epochs",
-            "200",
-            "--patience",
-            "200",
-        ],
+        [str(BIN / args[0]), *args[1:]],
         env=mlflow_env | {"PATH": str(BIN)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

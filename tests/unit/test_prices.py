@@ -140,3 +140,9 @@ def test_reads_classic_and_yfinance_csv_headers(tmp_path, bars):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such price file"):
         read_price_csv(tmp_path / "nope.csv")
+
+
+def test_missing_adj_close_says_how_to_download_it(bars):
+    message = refused(bars.drop(columns=["Adj Close"]))
+    assert "missing columns ['Adj Close']" in message
+    assert "download with auto_adjust=False" in message
