@@ -103,25 +103,31 @@ class SnapshotStore:
 
         With ``cache_dir`` a verified copy is kept there and reused: snapshots never change.
         """
-        if cache_dir is not None:
-            cached = Path(cache_dir) / snapshot.run_id / Path(snapshot.artifact_path).name
-            if cached.is_file() and sha256_file(cached) == snapshot.sha256:
-                return pd.read_parquet(cached)
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(
-                self.client.download_artifacts(snapshot.run_id, snapshot.artifact_path, tmp)
+        if cache_dir is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                return pd.read_parquet(self._download(snapshot, Path(tmp)))
+        cached = Path(cache_dir) / snapshot.run_id / Path(snapshot.artifact_path).name
+        if cached.is_file() and sha256_file(cached) == snapshot.sha256:
+            return pd.read_parquet(cached)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # Downloaded beside its destination: a rename across file systems fails, and in a
+        # pod the cache and /tmp are two volumes.
+        with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
+            self._download(snapshot, Path(tmp)).replace(cached)
+        return pd.read_parquet(cached)
+
+    def _download(self, snapshot: Snapshot, folder: Path) -> Path:
+        """The snapshot's Parquet file, downloaded into ``folder`` and verified."""
+        local = Path(
+            self.client.download_artifacts(snapshot.run_id, snapshot.artifact_path, folder)
+        )
+        digest = sha256_file(local)
+        if digest != snapshot.sha256:
+            raise OSError(
+                f"snapshot {snapshot.run_id} of {snapshot.ticker} is corrupted: "
+                f"sha256 {digest} != recorded {snapshot.sha256}"
             )
-            digest = sha256_file(local)
-            if digest != snapshot.sha256:
-                raise OSError(
-                    f"snapshot {snapshot.run_id} of {snapshot.ticker} is corrupted: "
-                    f"sha256 {digest} != recorded {snapshot.sha256}"
-                )
-            frame = pd.read_parquet(local)
-            if cache_dir is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                local.replace(cached)
-        return frame
+        return local
 
     def commit(
         self, ticker: str, frame: pd.DataFrame, source: str, synthetic: bool, note: str = ""
