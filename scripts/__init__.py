@@ -1,0 +1,1 @@
+"""Developer tools: the demo, image builds, cluster tools, and the harness tests and benchmarks share."""

@@ -1,0 +1,168 @@
+"""Build the project's images in the local Docker daemon, as skaffold would, without skaffold.
+
+    python scripts/build_images.py [--tag TAG] [trainer] [predictor] [mlflow]
+
+Each Dockerfile.<name> becomes petr4-<name>:TAG (default: the chart's appVersion). Builds use
+the host's network, so no Docker bridge is needed. The base, python:3.11-slim-bookworm, comes
+from scripts/python_base.sh: pulled, or made from Debian's packages where no registry
+answers. For such a stand-in, torch's CPU wheel comes from this machine's pip and is served
+on loopback, for the build's duration, as the index Dockerfile.trainer's TORCH_INDEX_URL
+names; TORCH_INDEX_URL in the environment overrides that choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = ("trainer", "predictor", "mlflow")
+BASE = "python:3.11-slim-bookworm"
+TORCH = "torch==2.13.0"
+WHEELS = REPO / ".cache" / "wheels"
+# The index's URL is a build argument, and a changed argument rebuilds every later layer:
+# a fixed port keeps Docker's layer cache useful from one build to the next.
+INDEX_PORT = 8765
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def chart_app_version() -> str:
+    chart = yaml.safe_load((REPO / "charts" / "petr4" / "Chart.yaml").read_text())
+    return str(chart["appVersion"])
+
+
+def ensure_base(client: docker.DockerClient) -> bool:
+    """The base image is present; True when it is a stand-in made from Debian's packages."""
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "python_base.sh"), BASE], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise BuildError(f"no base image {BASE}: {done.stderr.strip()}")
+    print(done.stdout.strip(), flush=True)
+    return client.images.get(BASE).labels.get("petr4.stand-in") == "true"
+
+
+def local_torch_index() -> Path:
+    """A PEP 503 folder holding this machine's CPU build of torch, as its pip finds it."""
+    folder = WHEELS / "simple" / "torch"
+    if not any(folder.glob("torch-*+cpu-*.whl")):
+        download = ["pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+        subprocess.run([sys.executable, "-m", *download, "--dest", str(folder), TORCH], check=True)
+    if not any(folder.glob("torch-*+cpu-*.whl")):
+        raise BuildError(
+            f"pip found no CPU build of {TORCH} here; set TORCH_INDEX_URL to an index that has one"
+        )
+    return WHEELS
+
+
+class LoopbackIndex:
+    """``python -m http.server`` on 127.0.0.1 over a folder, stopped by its PID."""
+
+    def __init__(self, folder: Path):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", INDEX_PORT))
+            except OSError:  # taken: any free port works, at the price of the layer cache
+                sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/simple/"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(self.port)],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.close()
+        raise BuildError("the loopback wheel index did not start")
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def build(client: docker.DockerClient, name: str, tag: str, buildargs: dict[str, str]) -> str:
+    """Build Dockerfile.<name> as petr4-<name>:<tag>, streaming its log; returns the image ref."""
+    ref = f"petr4-{name}:{tag}"
+    print(f"build {ref} from Dockerfile.{name}", flush=True)
+    started = time.monotonic()
+    for chunk in client.api.build(
+        path=str(REPO),
+        dockerfile=f"Dockerfile.{name}",
+        tag=ref,
+        buildargs=buildargs,
+        network_mode="host",
+        rm=True,
+        forcerm=True,
+        decode=True,
+    ):
+        if "error" in chunk:
+            raise BuildError(f"{ref}: {chunk['error'].strip()}")
+        text = chunk.get("stream", "")
+        if text.strip():
+            print(f"  {text.rstrip()}", flush=True)
+    size = client.images.get(ref).attrs["Size"] / 1e6
+    print(f"built {ref}: {size:.0f} MB in {time.monotonic() - started:.0f} s", flush=True)
+    return ref
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "images", nargs="*", metavar="IMAGE", help=f"of {', '.join(IMAGES)} (default: all)"
+    )
+    parser.add_argument("--tag", default=None, help="image tag (default: the chart's appVersion)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.images) - set(IMAGES))
+    if unknown:
+        parser.error(f"unknown image {', '.join(unknown)}; choose from {', '.join(IMAGES)}")
+    images = args.images or list(IMAGES)
+    tag = args.tag or chart_app_version()
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        print(f"build_images: no Docker daemon answers ({exc}); set DOCKER_HOST", file=sys.stderr)
+        return 1
+    index = None
+    try:
+        stand_in = ensure_base(client)
+        buildargs = {}
+        if "TORCH_INDEX_URL" in os.environ:
+            buildargs["TORCH_INDEX_URL"] = os.environ["TORCH_INDEX_URL"]
+        elif stand_in and "trainer" in images:
+            index = LoopbackIndex(local_torch_index())
+            buildargs["TORCH_INDEX_URL"] = index.url
+            print(f"torch's CPU wheel from this machine, served at {index.url}", flush=True)
+        for name in images:
+            build(client, name, tag, buildargs if name == "trainer" else {})
+    except (BuildError, subprocess.CalledProcessError) as exc:
+        print(f"build_images: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if index is not None:
+            index.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
