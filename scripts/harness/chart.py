@@ -1,0 +1,135 @@
+"""The chart as Helm renders it: ``helm template`` with the flags a user would type."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from scripts import kube_tools
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "petr4"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))  # one file per toggle
+RELEASE = "petr4"
+NAMESPACE = "forecast"
+
+
+class Helm:
+    """One helm binary: the one on PATH, else the one unpacked by ``scripts/kube_tools.py``."""
+
+    def __init__(self, binary: str | Path | None = None):
+        self.binary = str(binary or kube_tools.locate("helm"))
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([self.binary, *args], capture_output=True, text=True)
+
+    def template(self, *flags: str, namespace: str = NAMESPACE) -> list[dict]:
+        """Every object ``helm template`` renders for the release with these flags."""
+        result = self.run("template", RELEASE, str(CHART), "--namespace", namespace, *flags)
+        if result.returncode != 0:
+            raise ValueError(f"helm template {shlex.join(flags)}: {result.stderr.strip()}")
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    def notes(self, *flags: str, namespace: str = NAMESPACE) -> str:
+        """NOTES.txt as ``helm install`` would print it, rendered without a cluster: a copy
+        of the chart passes it through ``tpl`` into a ConfigMap that ``helm template`` shows."""
+        with tempfile.TemporaryDirectory() as folder:
+            chart = Path(folder) / CHART.name
+            shutil.copytree(CHART, chart)
+            shutil.copy(chart / "templates" / "NOTES.txt", chart / "notes.txt")
+            (chart / "templates" / "zz-notes.yaml").write_text(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+                'data: {notes: {{ tpl (.Files.Get "notes.txt") . | quote }}}\n'
+            )
+            result = self.run(
+                "template",
+                RELEASE,
+                str(chart),
+                "--namespace",
+                namespace,
+                *flags,
+                "--show-only",
+                "templates/zz-notes.yaml",
+            )
+        if result.returncode != 0:
+            raise ValueError(f"NOTES.txt: {result.stderr.strip()}")
+        return yaml.safe_load(result.stdout)["data"]["notes"]
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def named(docs: list[dict], kind: str, suffix: str) -> dict:
+    """The one object of ``kind`` whose name ends with ``suffix``."""
+    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
+    return found
+
+
+def pod_spec(doc: dict) -> dict:
+    """The pod spec inside a workload: a Pod, a Deployment, a Job or a CronJob."""
+    kind = doc["kind"]
+    if kind == "Pod":
+        return doc["spec"]
+    if kind == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+def documented_commands(text: str, program: str = "helm") -> list[list[str]]:
+    """The ``program`` command lines of a README's fenced shell blocks or of NOTES.txt,
+    continuation lines joined and trailing comments dropped, split as a shell would."""
+    commands, pending = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if pending:
+            line = f"{pending} {line}"
+            pending = ""
+        if line.endswith("\\"):
+            pending = line[:-1].strip()
+            continue
+        words = shlex.split(line, comments=True) if line.startswith(program + " ") else []
+        if words:
+            commands.append(words)
+    return commands
+
+
+def readme_command(*needles: str) -> list[str]:
+    """The one helm command of the README's "Run on kind" that contains every needle."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Run on kind") :]
+    matches = [c for c in documented_commands(section) if all(n in " ".join(c) for n in needles)]
+    if len(matches) != 1:
+        raise LookupError(f"README's Run on kind has {len(matches)} helm commands with {needles}")
+    return matches[0]
+
+
+def value_flags(command: list[str]) -> list[str]:
+    """The flags of a helm command that choose values: --set, --set-string, --set-json, -f."""
+    chosen = []
+    for flag, value in itertools.pairwise(command):
+        if flag in ("--set", "--set-string", "--set-json", "-f", "--values"):
+            chosen += [flag, value]
+    return chosen
+
+
+def one_host_flags(ports: dict[str, int], train_args: list[str]) -> list[str]:
+    """Values that run the release on one host: the synthetic series (no network), a short
+    training, and the given ports for gRPC, metrics and MLflow, which share the host's."""
+    return [
+        "--set",
+        "ingestion.source=synthetic",
+        "--set-json",
+        f"trainer.extraArgs={json.dumps(train_args)}",
+        "--set",
+        f"predictor.grpcPort={ports['grpc']},predictor.metricsPort={ports['metrics']}",
+        "--set",
+        f"mlflow.port={ports['mlflow']}",
+    ]
