@@ -67,7 +67,7 @@ demo: $(STAMP) ## run the whole loop locally: MLflow, ingest, train, serve, fore
 	$(PY) scripts/demo.py
 
 .PHONY: bench
-bench: bench-accuracy bench-serving ## run every benchmark; reports land in bench/reports/
+bench: bench-accuracy bench-serving bench-containers ## run every benchmark; reports land in bench/reports/
 
 .PHONY: bench-accuracy
 bench-accuracy: $(STAMP) ## the model against naive, drift, 5-day mean and the seed recipe, 2024
@@ -76,3 +76,7 @@ bench-accuracy: $(STAMP) ## the model against naive, drift, 5-day mean and the s
 .PHONY: bench-serving
 bench-serving: $(STAMP) ## predictor latency, throughput, start-up and memory against the gRPC floor
 	$(PY) -m bench.serving
+
+.PHONY: bench-containers
+bench-containers: $(STAMP) ## image sizes; the predictor container's start-up and memory (needs Docker)
+	$(PY) -m bench.containers

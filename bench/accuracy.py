@@ -73,6 +73,7 @@ def measured(kind: str, ticker: str) -> dict:
     child = subprocess.Popen(
         [sys.executable, "-m", "bench.accuracy", "--one", kind, ticker],
         cwd=ROOT,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -39,7 +39,10 @@ def rss_mb(pid: int) -> dict[str, float]:
     fields = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
-    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+    # Resident memory, its peak, and its split: the process's own (anonymous) pages and the
+    # file-backed ones, mostly shared libraries' code that other processes share too.
+    keys = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
+    return {key: int(fields[key].split()[0]) / 1024 for key in keys}
 
 
 def sequential(target: str, calls: int, history=None) -> dict[str, float]:

@@ -70,6 +70,7 @@ def main() -> int:
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking,
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     mlflow_args = [
         "--backend-store-uri",

@@ -1,0 +1,57 @@
+"""What each built image holds, and how it runs."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.containers
+
+
+def run(docker_client, image: str, *command: str) -> tuple[int, str]:
+    container = docker_client.containers.run(
+        image, list(command), entrypoint=[], network_mode="none", detach=True
+    )
+    try:
+        code = container.wait(timeout=120)["StatusCode"]
+        return code, container.logs().decode()
+    finally:
+        container.remove(force=True)
+
+
+@pytest.mark.parametrize("name", ["trainer", "predictor", "mlflow"])
+def test_images_run_as_a_non_root_user_without_telemetry(docker_client, images, name):
+    config = docker_client.images.get(images[name]).attrs["Config"]
+    assert config["User"] == "10001:10001"
+    assert "MLFLOW_DISABLE_TELEMETRY=true" in config["Env"]
+
+
+def test_the_predictor_image_has_no_torch(docker_client, images):
+    code, output = run(docker_client, images["predictor"], "python", "-c", "import torch")
+    assert code == 1 and "No module named 'torch'" in output
+    code, output = run(docker_client, images["predictor"], "pip", "list", "--format=freeze")
+    packages = {line.split("==")[0].lower() for line in output.splitlines()}
+    assert {"onnxruntime", "grpcio", "mlflow-skinny"} <= packages
+    assert not {p for p in packages if p == "torch" or p.startswith("nvidia-")}
+
+
+def test_the_trainer_image_has_torch_for_the_cpu(docker_client, images):
+    code, output = run(
+        docker_client,
+        images["trainer"],
+        "python",
+        "-c",
+        "import torch, lightning; print(torch.__version__, torch.version.cuda)",
+    )
+    assert code == 0, output
+    assert output.split() == ["2.13.0+cpu", "None"]
+
+
+def test_the_mlflow_image_has_the_postgresql_driver(docker_client, images):
+    code, output = run(
+        docker_client,
+        images["mlflow"],
+        "python",
+        "-c",
+        "import psycopg, mlflow; print(mlflow.__version__)",
+    )
+    assert code == 0, output

@@ -1,0 +1,97 @@
+"""The README's journey on kind, run as containers: the chart's pods, from ``helm template``.
+
+MLflow, then the training Job (its init container ingests the synthetic series), then the
+predictor until its readiness probe passes; a forecast and the model description from the
+host; its metrics; a second training with the README's command; the README's rendering
+that pins version 2, which replaces the predictor's pod; and SIGTERM within its grace.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+import pytest
+
+from scripts.harness.chart import (
+    by_kind,
+    named,
+    one_host_flags,
+    pod_spec,
+    readme_command,
+    value_flags,
+)
+from scripts.harness.pods import service_hosts
+from tests.helpers import free_port, run_cli
+
+pytestmark = [pytest.mark.containers, pytest.mark.slow]
+
+TICKER = "PETR4.SA"
+# A few epochs on the synthetic series, as the e2e tier trains; the gate admits any v1.
+SMALL_TRAINING = ["--max-epochs", "3", "--hidden-size", "16", "--champion-tolerance", "1"]
+
+
+@pytest.fixture
+def ports():
+    return {"grpc": free_port(), "metrics": free_port(), "mlflow": free_port()}
+
+
+def rendering(helm, ports, *flags: str) -> list[dict]:
+    return helm.template(*one_host_flags(ports, SMALL_TRAINING), *flags)
+
+
+def forecast_cli(target: str, *args: str):
+    return run_cli(["petr4-forecast", *args, "--target", target], {}, timeout=60)
+
+
+def test_the_readme_journey_runs_as_containers(images, helm, pod_host, ports):
+    install = rendering(helm, ports)
+    pod_host.hosts = service_hosts(install)
+    target = f"127.0.0.1:{ports['grpc']}"
+
+    mlflow = pod_host.pod("mlflow", pod_spec(named(install, "Deployment", "-mlflow"))).start()
+    mlflow.wait_ready(120)
+
+    (first_job,) = by_kind(install, "Job")
+    pod_host.pod("train-1", pod_spec(first_job)).start().wait(900)
+
+    predictor = pod_host.pod("predictor", pod_spec(named(install, "Deployment", "-predictor")))
+    predictor.start().wait_ready(120)
+    answer = forecast_cli(target, "--ticker", TICKER)
+    assert answer.returncode == 0, answer.stderr
+    assert "SYNTHETIC" in answer.stdout and f"lstm-{TICKER} v1" in answer.stdout
+    info = forecast_cli(target, "info")
+    assert info.returncode == 0 and f"models:/lstm-{TICKER}@champion" in info.stdout, info.stderr
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics").read()
+    assert re.search(rb'petr4_grpc_requests_total\{code="OK",method="Forecast"\} 1\.0', metrics)
+    assert b'model_version="1"' in metrics
+
+    train_again = value_flags(readme_command("trainer.job.revision=2"))
+    retrained = rendering(helm, ports, *train_again)
+    (second_job,) = by_kind(retrained, "Job")
+    assert second_job["metadata"]["name"] != first_job["metadata"]["name"]
+    assert named(retrained, "Deployment", "-predictor") == named(
+        install, "Deployment", "-predictor"
+    )
+    trainer = pod_host.pod("train-2", pod_spec(second_job)).start()
+    trainer.wait(900)
+    assert f"registered lstm-{TICKER} version 2" in trainer.logs()
+
+    pinned = rendering(
+        helm, ports, *train_again, *value_flags(readme_command("predictor.model.version=2"))
+    )
+    assert by_kind(pinned, "Job") == [second_job]  # pinning trains nothing
+    rolled = pod_spec(named(pinned, "Deployment", "-predictor"))
+    assert rolled != predictor.spec  # a new pod template: the Deployment rolls
+    grace = predictor.spec["terminationGracePeriodSeconds"]
+    ((code, seconds),) = predictor.terminate()
+    assert code == 0 and seconds < grace, predictor.logs()[-3000:]
+
+    predictor = pod_host.pod("predictor-v2", rolled).start()
+    predictor.wait_ready(120)
+    info = forecast_cli(target, "info")
+    assert info.returncode == 0, info.stderr
+    assert f"lstm-{TICKER} v2 from models:/lstm-{TICKER}/2" in info.stdout
+    ((code, seconds),) = predictor.terminate()
+    assert code == 0 and seconds < grace
+    assert "shutting down: NOT_SERVING" in predictor.logs()
