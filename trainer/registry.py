@@ -13,10 +13,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from services.core.forecaster import ForecastModel
+from services.core.naming import CHAMPION_ALIAS
 
 log = logging.getLogger(__name__)
-
-CHAMPION = "champion"
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class Decision:
 
 def current_champion(client: MlflowClient, name: str):
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, CHAMPION_ALIAS)
     except MlflowException:
         return None
 
@@ -95,7 +94,7 @@ def register(
             raise
     version = client.create_model_version(name, source=source, run_id=run_id, tags=tags).version
     if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
     log.info(
         "registered %s v%s; champion %s: %s",
         name,

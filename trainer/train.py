@@ -40,8 +40,8 @@ from services.core.forecaster import (
     SCALER_FILE,
     ForecastModel,
     Forecasts,
-    registered_model_name,
 )
+from services.core.naming import registered_model_name
 from services.core.prices import read_price_csv, validate_prices
 from services.core.snapshots import SnapshotStore, sha256_file
 from trainer.data import DataError, PriceDataModule, target_dates

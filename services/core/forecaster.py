@@ -34,11 +34,6 @@ INPUT_NAME = "window"
 OUTPUT_NAME = "quantiles"
 
 
-def registered_model_name(ticker: str) -> str:
-    """The registry holds one model per ticker, under this name."""
-    return f"lstm-{ticker}"
-
-
 class ArtifactError(ValueError):
     """The model folder is missing a file or its files disagree with each other."""
 

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 
 from services.core.calendar import next_trading_day
 from services.core.forecaster import ForecastModel
+from services.core.naming import check_ticker
 from services.core.prices import PriceValidationError, validate_prices
 from services.core.snapshots import Snapshot, SnapshotStore
 from services.predictor import model as model_loading
@@ -205,6 +206,10 @@ class Predictor:
     def _state_for(self, ticker: str) -> TickerState:
         if not ticker:
             raise InvalidInput("ticker is required, such as PETR4.SA")
+        try:
+            check_ticker(ticker)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
         if ticker not in self.model_uris:
             served = ", ".join(sorted(self.model_uris))
             raise ModelNotFound(f"no model serves ticker {ticker!r}; this server serves {served}")

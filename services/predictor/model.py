@@ -11,7 +11,8 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from services.core.forecaster import ForecastModel, registered_model_name
+from services.core.forecaster import ForecastModel
+from services.core.naming import registered_model_name
 
 log = logging.getLogger(__name__)
 

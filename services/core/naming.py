@@ -1,0 +1,33 @@
+"""Names every service agrees on: what a ticker may look like, what its model is called in
+the registry, and the alias that marks the version to serve."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+# As Yahoo spells B3 tickers and indices (PETR4.SA, ^BVSP); the chart's values schema holds
+# the same pattern, so a ticker the chart refuses is refused everywhere.
+TICKER_PATTERN = r"^[A-Z0-9^][A-Z0-9.\-^]*$"
+_TICKER = re.compile(TICKER_PATTERN)
+CHAMPION_ALIAS = "champion"  # the registry alias the promotion gate moves and predictors serve
+
+
+def check_ticker(ticker: str) -> str:
+    """``ticker`` unchanged when it is spelled as Yahoo spells it; ValueError saying why not."""
+    if not _TICKER.fullmatch(ticker):
+        raise ValueError(
+            f"ticker {ticker!r} is not spelled as Yahoo spells it: capital letters, digits, "
+            "'.', '-' or '^', such as PETR4.SA"
+        )
+    return ticker
+
+
+Ticker = Annotated[str, AfterValidator(check_ticker)]
+
+
+def registered_model_name(ticker: str) -> str:
+    """The registry holds one model per ticker, under this name."""
+    return f"lstm-{ticker}"
