@@ -1,29 +1,45 @@
 """petr4-train: train the LSTM on the latest snapshot, evaluate it in R$ against the
-baselines, log everything to MLflow and register a version per ticker."""
+baselines, log everything to MLflow and register a version per ticker.
+
+  petr4-train --ticker PETR4.SA                  the latest snapshot of PETR4.SA, from MLflow
+  petr4-train --data prices.csv --no-register    a local CSV, an experiment only
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 
+from services.core import tracking
 from services.core.logging import configure_logging
-from services.core.prices import PriceValidationError
+from services.core.prices import PriceFileError, PriceValidationError
 from services.core.settings import parse_settings
 from trainer.data import DataError
 from trainer.export import ExportError
 from trainer.settings import TrainSettings
 
+log = logging.getLogger("trainer")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(TrainSettings, argv, "petr4-train", __doc__)
     configure_logging(settings.log_level, settings.json_logs)
+    uri = tracking.connect(settings, "petr4-train")
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+
     from trainer.train import train  # torch and Lightning load only once the flags are valid
 
     try:
         result = train(settings)
-    except (DataError, PriceValidationError, ExportError, FileNotFoundError) as exc:
+    except (DataError, PriceFileError, PriceValidationError, ExportError) as exc:
         print(f"petr4-train: {exc}", file=sys.stderr)
         return 2
+    except (MlflowException, RequestException) as exc:  # the server went away mid-run
+        log.debug("training failed", exc_info=True)
+        print(f"petr4-train: {tracking.describe(exc, uri)}", file=sys.stderr)
+        return 1
     print()
     print(result.summary)
     print()

@@ -6,21 +6,23 @@ from datetime import date
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from services.core.naming import Ticker
 from services.core.snapshots import PRICES_EXPERIMENT
+from services.core.tracking import MlflowSettings
 
 # The flag users expect is --register/--no-register; the field's name only shadows
 # ABCMeta.register on the class, which settings never call.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
-class TrainSettings(BaseSettings):
-    """petr4-train's settings; MLflow is found through MLFLOW_TRACKING_URI."""
+class TrainSettings(MlflowSettings):
+    """petr4-train's settings."""
 
     model_config = SettingsConfigDict(env_prefix="PETR4_TRAIN_")
 
-    ticker: str = Field("PETR4.SA", description="ticker whose latest snapshot is trained on")
+    ticker: Ticker = Field("PETR4.SA", description="ticker whose latest snapshot is trained on")
     data: Path | None = Field(
         None, description="train on this Yahoo-format CSV instead of a snapshot"
     )

@@ -18,6 +18,7 @@ from google.protobuf.json_format import MessageToDict
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.naming import Ticker
 from services.core.settings import parse_settings
 
 EXIT_CODES = {
@@ -36,7 +37,7 @@ class ClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PETR4_CLIENT_")
 
     target: str = Field("localhost:50051", description="predictor address, HOST:PORT")
-    ticker: str = Field(
+    ticker: Ticker = Field(
         "PETR4.SA", description="ticker to forecast (for info: empty lists every model)"
     )
     history_csv: Path | None = Field(
@@ -110,6 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from services.client.client import ForecastClient, bars_from_frame  # grpc loads after --help
 
+    history = None
+    if command == "forecast" and settings.history_csv is not None:
+        from services.core.prices import BAR_COLUMNS, PriceFileError, read_price_csv
+
+        try:
+            frame = read_price_csv(settings.history_csv, BAR_COLUMNS)
+        except PriceFileError as exc:
+            print(f"petr4-forecast: {exc}", file=sys.stderr)
+            return 2
+        history = bars_from_frame(frame.iloc[-settings.history_bars :])
     try:
         with ForecastClient(settings.target, settings.timeout) as client:
             if command == "health":
@@ -121,12 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 response = client.model_info(settings.ticker if given else "")
                 text = info_table(response)
             else:
-                history = None
-                if settings.history_csv is not None:
-                    from services.core.prices import read_price_csv
-
-                    frame = read_price_csv(settings.history_csv).iloc[-settings.history_bars :]
-                    history = bars_from_frame(frame)
                 response = client.forecast(settings.ticker, history)
                 text = forecast_table(response)
     except grpc.RpcError as error:
@@ -137,9 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_CODES.get(code, 1)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"petr4-forecast: {exc}", file=sys.stderr)
-        return 2
     if settings.json_output:
         print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
     else:

@@ -15,6 +15,7 @@ import pandas as pd
 
 PRICE_COLUMNS: tuple[str, ...] = ("Open", "High", "Low", "Close", "Adj Close", "Volume")
 OHLC: tuple[str, ...] = ("Open", "High", "Low", "Close")
+BAR_COLUMNS: tuple[str, ...] = (*OHLC, "Volume")  # what a request's bar carries
 BIG_MOVE = 0.30  # daily moves beyond this are reported, never changed
 # Yahoo's own history has bars whose High or Low misses Open/Close by up to 2.75 %
 # (35 of 12,500 PETR4 and VALE3 bars, 2001-2014). Such slips are reported; larger
@@ -155,24 +156,67 @@ def normalize_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def read_price_csv(path: str | Path) -> pd.DataFrame:
+class PriceFileError(ValueError):
+    """A price file cannot be read as daily bars; the message names the file and why."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"price file {path}: {problem}")
+
+
+def read_price_csv(path: str | Path, required: tuple[str, ...] = PRICE_COLUMNS) -> pd.DataFrame:
     """Read a Yahoo-format CSV: the classic one-row header or yfinance's multi-row header.
 
     yfinance's ``to_csv`` writes three header rows (``Price``, ``Ticker``, ``Date``); the
-    classic download has one (``Date,Open,...``). Both become the same frame.
+    classic download has one (``Date,Open,...``). Both become the same frame. Anything that
+    is not such a file raises ``PriceFileError`` saying what is wrong, in one line.
     """
     path = Path(path)
+    if not path.exists():
+        raise PriceFileError(path, "no such file")
     if not path.is_file():
-        raise FileNotFoundError(f"no such price file: {path}")
-    with path.open() as handle:
-        head = [handle.readline() for _ in range(3)]
-    if head[0].startswith("Price,") and head[1].startswith("Ticker,"):
-        raw = pd.read_csv(path, header=[0, 1], index_col=0)
-        raw = raw.iloc[1:] if str(raw.index[0]).startswith("Date") else raw  # the "Date,,," row
-    else:
-        raw = pd.read_csv(path, index_col="Date")
-    frame = normalize_frame(raw)
+        raise PriceFileError(path, "not a file")
+    try:
+        with path.open() as handle:
+            head = [handle.readline() for _ in range(3)]
+    except UnicodeDecodeError:
+        raise PriceFileError(path, "not a text file") from None
+    if not head[0].strip():
+        raise PriceFileError(path, "the file is empty")
+    expected = f"a Yahoo-format CSV has the columns Date, {', '.join(PRICE_COLUMNS)}"
+    try:
+        if head[0].startswith("Price,") and head[1].startswith("Ticker,"):
+            raw = pd.read_csv(path, header=[0, 1], index_col=0)
+            raw = raw.iloc[1:] if str(raw.index[0]).startswith("Date") else raw  # "Date,,,"
+        else:
+            raw = pd.read_csv(path)
+            if "Date" not in raw.columns:
+                raise PriceFileError(path, f"no Date column; {expected}")
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise PriceFileError(path, f"not a CSV file ({first})") from None
+    frame = _flat(raw)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise PriceFileError(path, f"missing columns {', '.join(missing)}; {expected}")
+    if frame.empty:
+        raise PriceFileError(path, "a header and no rows")
+    dates = pd.to_datetime(frame.index, errors="coerce", format="mixed")
+    if dates.isna().any():
+        bad = [repr(str(v)) for v in frame.index[dates.isna()][:_SHOWN_DATES]]
+        raise PriceFileError(path, f"dates that are no dates: {', '.join(bad)}")
+    frame.index = dates
+    frame = normalize_frame(frame)
     for column in frame.columns.intersection(PRICE_COLUMNS):
         # Text that is no number becomes NaN, which validation reports with its date.
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
+
+
+def _flat(raw: pd.DataFrame) -> pd.DataFrame:
+    """One header row and the dates as the index, whichever header the file had."""
+    if isinstance(raw.columns, pd.MultiIndex):
+        raw = raw.copy()
+        raw.columns = raw.columns.get_level_values(0)
+    if "Date" in raw.columns:
+        raw = raw.set_index("Date")
+    return raw

@@ -6,9 +6,13 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from requests import RequestException
 
+from services.core import tracking
 from services.core.prices import OHLC, PriceValidationError, validate_prices
 from services.core.snapshots import SnapshotStore
 from services.ingestion.settings import IngestSettings
@@ -123,6 +127,10 @@ def ingest_ticker(
         )
     except (SourceError, PriceValidationError, HistoryConflict) as exc:
         return TickerResult(ticker, "failed", message=str(exc))
-    except Exception as exc:  # MLflow down, disk full: still one clear line per ticker
+    except (MlflowException, RequestException) as exc:  # the server went away mid-run
         log.debug("ingestion of %s failed", ticker, exc_info=True)
+        uri = mlflow.get_tracking_uri()
+        return TickerResult(ticker, "failed", message=tracking.describe(exc, uri))
+    except Exception as exc:  # a disk full, a bug: one line here, the traceback in the log
+        log.exception("ingestion of %s failed unexpectedly", ticker)
         return TickerResult(ticker, "failed", message=f"{type(exc).__name__}: {exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from services.core import tracking
 from services.core.logging import configure_logging
 from services.core.settings import parse_settings
 from services.core.snapshots import SnapshotStore
@@ -30,6 +31,7 @@ def summary_table(results: list[TickerResult]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(IngestSettings, argv, "petr4-ingest", __doc__)
     configure_logging(settings.log_level, settings.json_logs)
+    tracking.connect(settings, "petr4-ingest")
     try:
         source = make_source(
             settings.source,

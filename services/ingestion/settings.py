@@ -4,18 +4,20 @@ from datetime import date
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from services.core.naming import Ticker
 from services.core.prices import OHLC_TOLERANCE
 from services.core.snapshots import PRICES_EXPERIMENT
+from services.core.tracking import MlflowSettings
 
 
-class IngestSettings(BaseSettings):
-    """petr4-ingest's settings; MLflow is found through MLFLOW_TRACKING_URI."""
+class IngestSettings(MlflowSettings):
+    """petr4-ingest's settings."""
 
     model_config = SettingsConfigDict(env_prefix="PETR4_INGEST_")
 
-    tickers: list[str] = Field(
+    tickers: list[Ticker] = Field(
         ["PETR4.SA"], description="B3 tickers to refresh, as Yahoo spells them"
     )
     source: str = Field(

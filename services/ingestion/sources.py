@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from services.core.calendar import is_trading_day
-from services.core.prices import normalize_frame, read_price_csv
+from services.core.prices import PriceFileError, normalize_frame, read_price_csv
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class CsvSource:
     def fetch(self, ticker: str, start: date | None) -> pd.DataFrame:
         try:
             frame = read_price_csv(self.path(ticker))
-        except FileNotFoundError as exc:
+        except PriceFileError as exc:
             raise SourceError(str(exc)) from exc
         if start is not None:
             frame = frame.loc[frame.index >= pd.Timestamp(start)]

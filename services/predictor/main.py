@@ -4,11 +4,11 @@ and serves next-trading-day forecasts, health, reflection and Prometheus metrics
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
 
+from services.core import tracking
 from services.core.logging import configure_logging
 from services.core.settings import parse_settings
 from services.predictor.server import PredictorServer, StartupError
@@ -20,10 +20,8 @@ log = logging.getLogger("services.predictor")
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(ServeSettings, argv, "petr4-serve", __doc__)
     configure_logging(settings.log_level, settings.json_logs)
-    # The start-up loop retries with its own backoff and deadline; MLflow's client would
-    # otherwise retry each call for minutes on its own.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    # No reachability check: the start-up loop retries MLflow with its own backoff and deadline.
+    tracking.connect(settings, "petr4-serve", check=False)
     server = PredictorServer(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, frame: server.stopping.set())

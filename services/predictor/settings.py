@@ -3,24 +3,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from services.core.naming import CHAMPION_ALIAS, Ticker
 from services.core.snapshots import PRICES_EXPERIMENT
+from services.core.tracking import MlflowSettings
 
 
-class ServeSettings(BaseSettings):
-    """petr4-serve's settings; MLflow is found through MLFLOW_TRACKING_URI."""
+class ServeSettings(MlflowSettings):
+    """petr4-serve's settings."""
 
     model_config = SettingsConfigDict(env_prefix="PETR4_SERVE_")
 
-    tickers: list[str] = Field(
+    tickers: list[Ticker] = Field(
         ["PETR4.SA"], description="tickers to serve, one registered model each"
     )
     model_version: str = Field(
         "", description="pin this registered version for every ticker (empty: use model-alias)"
     )
     model_alias: str = Field(
-        "champion", description="registry alias served when no version is pinned"
+        CHAMPION_ALIAS, description="registry alias served when no version is pinned"
     )
     prices_experiment: str = Field(
         PRICES_EXPERIMENT, description="MLflow experiment of the price snapshots"

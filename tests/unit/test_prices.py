@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 
 from services.core.prices import (
+    BAR_COLUMNS,
     PRICE_COLUMNS,
+    PriceFileError,
     PriceValidationError,
     read_price_csv,
     validate_prices,
@@ -137,8 +139,42 @@ def test_reads_classic_and_yfinance_csv_headers(tmp_path, bars):
     assert a.index[0] == pd.Timestamp("2024-01-02")
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "not a file"),  # a folder
+        (b"", "the file is empty"),
+        (bytes(range(256)), "not a text file"),
+        (b"hello\nworld\n", "no Date column; a Yahoo-format CSV has the columns Date, Open"),
+        (b"Date,Open,High\n2024-01-02,1,2\n", "missing columns Low, Close, Adj Close, Volume"),
+        (b"Date,Open,High,Low,Close,Adj Close,Volume\n", "a header and no rows"),
+        (
+            b"Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-32,1,2,1,1,1,1\n",
+            "dates that are no dates: '2024-01-32'",
+        ),
+    ],
+)
+def test_a_bad_price_file_names_itself_and_its_problem(tmp_path, content, problem):
+    path = tmp_path / "prices.csv"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(PriceFileError) as caught:
+        read_price_csv(path)
+    assert str(caught.value).startswith(f"price file {path}: {problem}")
+
+
+def test_bars_need_no_adjusted_close(tmp_path):
+    path = tmp_path / "bars.csv"
+    path.write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,100\n")
+    assert list(read_price_csv(path, BAR_COLUMNS).columns) == list(BAR_COLUMNS)
+    with pytest.raises(PriceFileError, match="missing columns Adj Close"):
+        read_price_csv(path)
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such price file"):
+    with pytest.raises(PriceFileError, match=r"price file .*nope.csv: no such file"):
         read_price_csv(tmp_path / "nope.csv")
 
 

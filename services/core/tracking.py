@@ -1,0 +1,117 @@
+"""MLflow as every service reaches it: the standard MLFLOW_TRACKING_URI, and bounded waits.
+
+Left alone, MLflow's client retries a dead server for about four minutes before it raises,
+and an unset URI quietly becomes a SQLite file in the working folder. Each service's settings
+inherit ``MlflowSettings``; its ``main`` calls ``configure`` (and ``check_reachable`` where
+waiting makes no sense), so a wrong or dead URI is one line within the bound.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import urllib.error
+import urllib.request
+
+import mlflow
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+class MlflowSettings(BaseSettings):
+    """What every MLflow client among the services needs: where it is, how long to wait."""
+
+    # The URI keeps MLflow's standard variable, not the service's prefix; the flag still works.
+    model_config = SettingsConfigDict(populate_by_name=True)
+
+    tracking_uri: str = Field(
+        "",
+        validation_alias=TRACKING_URI_ENV,
+        description="the MLflow tracking server, such as http://127.0.0.1:5000 (required)",
+    )
+    mlflow_timeout_seconds: float = Field(
+        30.0, gt=0, description="how long an unanswering MLflow server may take to fail a call"
+    )
+
+
+class TrackingUnavailable(RuntimeError):
+    """MLflow does not answer; the message says what to check."""
+
+
+class TrackingNotConfigured(TrackingUnavailable):
+    """No tracking URI was given."""
+
+
+def connect(settings: MlflowSettings, prog: str, check: bool = True) -> str:
+    """``configure``, then ``check_reachable`` when ``check``; on failure one line and exit:
+    2 when no URI was given (a usage error), 1 when the server does not answer."""
+    try:
+        uri = configure(settings)
+        if check:
+            check_reachable(settings)
+    except TrackingUnavailable as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        raise SystemExit(2 if isinstance(exc, TrackingNotConfigured) else 1) from None
+    return uri
+
+
+def configure(settings: MlflowSettings) -> str:
+    """Point MLflow's client at the server, its HTTP calls bounded by the timeout setting."""
+    uri = settings.tracking_uri
+    if not uri:
+        raise TrackingNotConfigured(
+            f"{TRACKING_URI_ENV} is not set: export {TRACKING_URI_ENV}=http://HOST:5000 "
+            "(the MLflow server), or pass --tracking-uri"
+        )
+    timeout = settings.mlflow_timeout_seconds
+    # One retry, a short backoff, and a read timeout of the setting: a dead server fails a
+    # call in about the setting, not in MLflow's own ~250 s of retries.
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(timeout)))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "1"
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def check_reachable(settings: MlflowSettings) -> None:
+    """One request to the server's health endpoint; TrackingUnavailable when it fails."""
+    uri = settings.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return  # a local store (sqlite:, file:) has no server to reach
+    try:
+        with urllib.request.urlopen(
+            f"{uri.rstrip('/')}/health", timeout=settings.mlflow_timeout_seconds
+        ) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        cause = getattr(exc, "reason", exc)
+        if isinstance(cause, socket.timeout | TimeoutError):
+            reason = f"no answer within {settings.mlflow_timeout_seconds:g} s"
+        else:
+            reason = str(getattr(cause, "strerror", None) or cause)
+    raise TrackingUnavailable(
+        f"MLflow at {uri} is unreachable ({reason}): is the server running, "
+        f"and is {TRACKING_URI_ENV} right?"
+    )
+
+
+def describe(error: Exception, uri: str) -> str:
+    """One line for an MLflow client error met halfway through a run."""
+    text = str(error)
+    for marker, reason in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "no answer in time"),
+        ("Name or service not known", "unknown host"),
+        ("Max retries exceeded", "no answer"),
+    ):
+        if marker in text:
+            return f"MLflow at {uri} stopped answering ({reason}): is the server running?"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"MLflow at {uri} failed a call: {first[:240]}"
