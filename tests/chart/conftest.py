@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from scripts.harness.chart import Helm
-from tests.helpers import SCHEMAS
+from tests.helpers import SCHEMAS, tool_or_skip
 
 
 class CrdLoader(yaml.SafeLoader):
@@ -19,8 +19,8 @@ CrdLoader.add_constructor("tag:yaml.org,2002:value", CrdLoader.construct_yaml_st
 
 @pytest.fixture(scope="session")
 def helm() -> Helm:
-    """helm from PATH, else unpacked from its PyPI wheel by the project's script."""
-    return Helm()
+    """helm from PATH, else as ``make setup`` unpacked it from its PyPI wheel."""
+    return Helm(tool_or_skip("helm"))
 
 
 class Renderer:

@@ -13,7 +13,7 @@ import pytest
 
 from scripts.harness.chart import Helm
 from scripts.harness.pods import PodHost
-from tests.helpers import REPO
+from tests.helpers import REPO, tool_or_skip
 
 pytestmark = pytest.mark.containers
 
@@ -53,7 +53,7 @@ def images(docker_client, tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def helm() -> Helm:
-    return Helm()
+    return Helm(tool_or_skip("helm"))
 
 
 @pytest.fixture
