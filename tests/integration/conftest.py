@@ -9,22 +9,7 @@ import pandas as pd
 import pytest
 
 from services.ingestion.sources import SyntheticSource
-from tests.helpers import PredictorProcess, run_cli
-
-# A few seconds of training on three years of data: enough to exercise everything.
-SMALL_TRAINING = [
-    "--window",
-    "20",
-    "--val-days",
-    "60",
-    "--test-days",
-    "60",
-    "--hidden-size",
-    "16",
-    "--max-epochs",
-    "3",
-    "--no-progress-bar",
-]
+from tests.helpers import SMALL_TRAINING, PredictorProcess, ingest_csv, run_cli
 
 
 @dataclass
@@ -45,18 +30,9 @@ class ServedModel:
         return ["--tickers", self.ticker, "--prices-experiment", self.prices_experiment, *extra]
 
 
-def ingest_csv(ticker: str, experiment: str, prices: pd.DataFrame, csv: Path, env: dict) -> None:
-    prices.to_csv(csv)
-    result = run_cli(
-        ["petr4-ingest", "--tickers", ticker, "--experiment", experiment, "--source", f"csv:{csv}"],
-        env,
-    )
-    assert result.returncode == 0, result.stderr
-
-
 @pytest.fixture(scope="session")
 def served_model(mlflow_server, tmp_path_factory) -> ServedModel:
-    suffix = uuid.uuid4().hex[:6]
+    suffix = uuid.uuid4().hex[:6].upper()  # tickers are upper case
     ticker, experiment = f"S{suffix}.SA", f"prices-{suffix}"
     env = {"MLFLOW_TRACKING_URI": mlflow_server.uri}
     prices = SyntheticSource(seed=21, first_date=date(2021, 1, 4), end=date(2023, 12, 29)).fetch(
@@ -90,6 +66,8 @@ def predictor(served_model, tmp_path_factory):
         tmp_path_factory.mktemp("predictor"),
         served_model.env,
         *served_model.serve_args("--max-history-bars", "400"),
-    ).start()
-    yield process.wait_serving()
-    process.stop()
+    )
+    try:
+        yield process.start().wait_serving()
+    finally:
+        process.stop()

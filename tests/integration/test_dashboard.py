@@ -14,8 +14,7 @@ import pytest
 
 from services.client.client import ForecastClient, bars_from_frame
 from services.ingestion.sources import SyntheticSource
-from tests.helpers import REPO, PredictorProcess, PrometheusServer, wait_until
-from tests.integration.conftest import ingest_csv
+from tests.helpers import REPO, PredictorProcess, PrometheusServer, ingest_csv, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,20 +48,15 @@ def scraped(served_model, tmp_path_factory):
         "S.SA", None
     )
     ingest_csv(served_model.ticker, experiment, longer, root / "prices.csv", served_model.env)
-    predictor = (
-        PredictorProcess(
-            root,
-            served_model.env,
-            "--tickers",
-            served_model.ticker,
-            "--prices-experiment",
-            experiment,
-        )
-        .start()
-        .wait_serving()
+    predictor = PredictorProcess(
+        root, served_model.env, "--tickers", served_model.ticker, "--prices-experiment", experiment
     )
-    prometheus = PrometheusServer(root, [f"127.0.0.1:{predictor.metrics_port}"]).start()
-    try:
+    prometheus = PrometheusServer(root, [f"127.0.0.1:{predictor.metrics_port}"])
+    with contextlib.ExitStack() as running:  # whatever started is stopped, however this ends
+        running.callback(predictor.stop)
+        predictor.start().wait_serving()
+        running.callback(prometheus.stop)
+        prometheus.start()
         with ForecastClient(predictor.target) as client:
             history = bars_from_frame(longer.iloc[-100:])
             deadline = time.monotonic() + 20  # traffic across several scrapes, so rates exist
@@ -78,9 +72,6 @@ def scraped(served_model, tmp_path_factory):
             "the realized MAE to be scraped",
         )
         yield prometheus, served_model.ticker
-    finally:
-        prometheus.stop()
-        predictor.stop()
 
 
 def test_the_dashboard_has_every_panel_it_promises():

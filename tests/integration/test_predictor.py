@@ -21,8 +21,7 @@ from services.client.client import ForecastClient, bars_from_frame
 from services.core.calendar import next_trading_day
 from services.core.forecaster import ForecastModel
 from services.ingestion.sources import SyntheticSource
-from tests.helpers import PredictorProcess, TcpProxy, run_cli, wait_until
-from tests.integration.conftest import ingest_csv
+from tests.helpers import PredictorProcess, TcpProxy, ingest_csv, run_cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +74,12 @@ def test_model_info_describes_the_served_version(client, served_model):
     assert info.model.version == "1" and info.window == 20 and info.min_history_bars == 40
     assert info.data_last_date == "2023-12-28" and info.prices_last_date == "2023-12-28"
     assert list(info.quantiles) == [0.1, 0.5, 0.9]
-    assert info.test_metrics["mae_brl"] > 0 and info.naive_metrics["mae_ratio_naive"] == 1.0
+    # The test window is the last 60 target days: naive's MAE is their mean |close change|.
+    naive_mae = served_model.prices["Close"].diff().abs().iloc[-60:].mean()
+    assert info.naive_metrics["mae_brl"] == pytest.approx(naive_mae)
+    assert info.test_metrics["mae_ratio_naive"] == pytest.approx(
+        info.test_metrics["mae_brl"] / naive_mae
+    )
     assert len(client.model_info().models) == 1  # empty ticker: every served model
 
 
@@ -86,34 +90,81 @@ def expect_error(call, code: grpc.StatusCode, message: str) -> None:
     assert message in caught.value.details()
 
 
-@pytest.fixture
-def bars(served_model):
-    return bars_from_frame(served_model.prices.iloc[-60:])
+def with_bar(bars, number: int, **fields):
+    """The 60 bars with bar ``number`` (from 0) changed."""
+    for name, value in fields.items():
+        setattr(bars[number], name, value)
+    return bars
 
 
-def test_empty_ticker_is_invalid(client):
-    expect_error(
-        lambda: client.forecast(""), grpc.StatusCode.INVALID_ARGUMENT, "ticker is required"
-    )
-
-
-def test_unknown_ticker_is_not_found(client, served_model):
-    expect_error(
-        lambda: client.forecast("NOPE3.SA"),
-        grpc.StatusCode.NOT_FOUND,
-        f"no model serves ticker 'NOPE3.SA'; this server serves {served_model.ticker}",
-    )
-    expect_error(
-        lambda: client.model_info("NOPE3.SA"), grpc.StatusCode.NOT_FOUND, "no model serves"
-    )
-
-
-def test_too_short_history(client, served_model, bars):
-    expect_error(
-        lambda: client.forecast(served_model.ticker, bars[:39]),
-        grpc.StatusCode.INVALID_ARGUMENT,
+# Each bad request: the ticker and bars it sends (given the served ticker and 60 good bars),
+# and the status code and the words of the answer.
+BAD_REQUESTS = {
+    "empty ticker": (lambda t, b: ("", None), "INVALID_ARGUMENT", "ticker is required"),
+    "lower-case ticker": (
+        lambda t, b: (t.lower(), None),
+        "INVALID_ARGUMENT",
+        "is not spelled as Yahoo spells it",
+    ),
+    "unknown ticker": (
+        lambda t, b: ("NOPE3.SA", None),
+        "NOT_FOUND",
+        "no model serves ticker 'NOPE3.SA'; this server serves ",
+    ),
+    "too short": (
+        lambda t, b: (t, b[:39]),
+        "INVALID_ARGUMENT",
         "history has 39 usable bars; the model needs at least 40 (a window of 20 plus 20 of warm-up)",
+    ),
+    "malformed date": (
+        lambda t, b: (t, with_bar(b, 5, date="2023-13-01")),
+        "INVALID_ARGUMENT",
+        "history bar 6 has date '2023-13-01'; expected YYYY-MM-DD",
+    ),
+    "repeated date": (
+        lambda t, b: (t, with_bar(b, 10, date=b[9].date)),
+        "INVALID_ARGUMENT",
+        "history dates must strictly increase: 2023-10-16 follows 2023-10-16",
+    ),
+    "NaN close": (
+        lambda t, b: (t, with_bar(b, 30, close=math.nan)),
+        "INVALID_ARGUMENT",
+        "history: NaN or infinite values on 2023-11-16",
+    ),
+    "infinite high": (
+        lambda t, b: (t, with_bar(b, 30, high=math.inf)),
+        "INVALID_ARGUMENT",
+        "history: NaN or infinite values on 2023-11-16",
+    ),
+    "negative low": (
+        lambda t, b: (t, with_bar(b, 30, low=-1.0)),
+        "INVALID_ARGUMENT",
+        "history: zero or negative prices on 2023-11-16",
+    ),
+    "zero open": (
+        lambda t, b: (t, with_bar(b, 30, open=0.0)),
+        "INVALID_ARGUMENT",
+        "history: zero or negative prices on 2023-11-16",
+    ),
+    "high below the body": (
+        lambda t, b: (t, with_bar(b, 30, high=1.0)),
+        "INVALID_ARGUMENT",
+        "history: High below max(Open, Close) on 2023-11-16",
+    ),
+}
+
+
+def send(client, served_model, case: str):
+    ticker, history = BAD_REQUESTS[case][0](
+        served_model.ticker, bars_from_frame(served_model.prices.iloc[-60:])
     )
+    return lambda: client.forecast(ticker, history)
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_a_bad_request_gets_its_code_and_message(client, served_model, case):
+    _, code, message = BAD_REQUESTS[case]
+    expect_error(send(client, served_model, case), grpc.StatusCode[code], message)
 
 
 def test_too_long_history(client, served_model):
@@ -125,46 +176,27 @@ def test_too_long_history(client, served_model):
     )
 
 
-def test_malformed_date(client, served_model, bars):
-    bars[5].date = "2023-13-01"
+def test_model_info_of_an_unknown_ticker_is_not_found(client):
     expect_error(
-        lambda: client.forecast(served_model.ticker, bars),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "history bar 6 has date '2023-13-01'; expected YYYY-MM-DD",
+        lambda: client.model_info("NOPE3.SA"), grpc.StatusCode.NOT_FOUND, "no model serves"
     )
 
 
-def test_dates_must_strictly_increase(client, served_model, bars):
-    bars[10].date = bars[9].date
-    expect_error(
-        lambda: client.forecast(served_model.ticker, bars),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        f"history dates must strictly increase: {bars[9].date} follows {bars[9].date}",
-    )
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "message"),
-    [
-        ("close", math.nan, "NaN or infinite values on"),
-        ("high", math.inf, "NaN or infinite values on"),
-        ("low", -1.0, "zero or negative prices on"),
-        ("open", 0.0, "zero or negative prices on"),
-        ("high", 1.0, "High below max(Open, Close) on"),
-    ],
-)
-def test_bad_prices_are_invalid(client, served_model, bars, field, value, message):
-    setattr(bars[30], field, value)
-    expect_error(
-        lambda: client.forecast(served_model.ticker, bars),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        f"history: {message} {bars[30].date}",
-    )
-
-
-def test_the_server_survives_every_bad_request(client, served_model):
-    assert client.health() == "SERVING"
-    assert client.forecast(served_model.ticker).predicted_close > 0
+def test_the_server_survives_every_bad_request_in_a_row(served_model, tmp_path):
+    """A predictor of its own, so that no other test's requests count: every bad request,
+    one after the other, then it still answers SERVING and forecasts."""
+    process = PredictorProcess(tmp_path, served_model.env, *served_model.serve_args()).start()
+    try:
+        process.wait_serving()
+        with ForecastClient(process.target) as client:
+            for case in BAD_REQUESTS:
+                with pytest.raises(grpc.RpcError):
+                    send(client, served_model, case)()
+            assert client.health() == "SERVING"
+            assert client.forecast(served_model.ticker).predicted_close > 0
+        assert process.process.poll() is None
+    finally:
+        process.stop()
 
 
 def test_reflection_lists_the_services(predictor):
@@ -341,7 +373,7 @@ def test_cli_prints_a_table_and_json(predictor, served_model):
     ("args", "code", "message"),
     [
         (["--ticker", "NOPE3.SA"], 3, "NOT_FOUND: no model serves ticker 'NOPE3.SA'"),
-        (["--history-csv", "/nonexistent.csv"], 2, "no such price file: /nonexistent.csv"),
+        (["--history-csv", "/nonexistent.csv"], 2, "price file /nonexistent.csv: no such file"),
         (
             ["--history-bars", "10", "--history-csv", "CSV"],
             2,

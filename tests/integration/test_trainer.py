@@ -19,20 +19,20 @@ from mlflow import MlflowClient
 
 from services.core.features import FEATURES, TARGET
 from services.core.forecaster import ForecastModel
+from services.core.naming import CHAMPION_ALIAS
 from services.ingestion.sources import SyntheticSource
-from tests.helpers import BIN, run_cli, wait_until
-from tests.integration.conftest import SMALL_TRAINING
+from tests.helpers import BIN, SMALL_TRAINING, predictable_prices, run_cli, wait_until
 from trainer.data import PriceDataModule
 from trainer.export import export_onnx
 from trainer.model import LSTMFactory
-from trainer.registry import CHAMPION, Decision, decide, register
+from trainer.registry import Decision, register
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture
 def names():
-    suffix = uuid.uuid4().hex[:6]
+    suffix = uuid.uuid4().hex[:6].upper()  # tickers are upper case
     return {
         "ticker": f"T{suffix}.SA",
         "prices": f"prices-{suffix}",
@@ -208,31 +208,30 @@ def test_alias_moves_on_an_improvement(mlflow_env, names, prices, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"registered {name} version 2; alias 'champion' moved to it" in result.stdout
     assert "<= champion v1's" in result.stdout
-    assert MlflowClient().get_model_version_by_alias(name, CHAMPION).version == "2"
+    assert MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS).version == "2"
 
 
-def test_alias_stays_on_a_regression(mlflow_env, names, prices, tmp_path):
+def test_alias_stays_when_a_worse_training_follows(mlflow_env, names, tmp_path):
+    """A champion that learned the series' signal, then a training that learns nothing: the
+    second is registered, and the alias stays, for it is worse on the same test days."""
     name = f"lstm-{names['ticker']}"
-    ingest(names, mlflow_env, prices, tmp_path)
-    assert train_cli(names, mlflow_env).returncode == 0
-    client = MlflowClient()
-    champion = client.get_model_version_by_alias(name, CHAMPION)
-    mae = float(champion.tags["test_mae_brl"])
-    naive = float(champion.tags["naive_mae_brl"])
+    ingest(names, mlflow_env, predictable_prices(days=900), tmp_path)
+    first = train_cli(names, mlflow_env, "--max-epochs", "10", "--learning-rate", "0.01")
+    assert "version 1; alias 'champion' moved to it" in first.stdout, first.stdout + first.stderr
+    champion = MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS)
+    assert float(champion.tags["test_mae_brl"]) < float(champion.tags["naive_mae_brl"])
 
-    # The champion's MAE is recomputed from its served artifacts on the same test days.
-    dm = PriceDataModule(prices, window=20, val_days=60, test_days=60)
-    dm.setup()
-    test = dm.subset("test")
-    actual = test.last_close * np.exp(test.y)
-    worse = decide(client, name, mae * 1.01, naive * 2, prices, test.anchor_dates, actual)
-    assert not worse.promote
-    assert f"worse than champion v{champion.version}'s R$ {mae:.4f}" in worse.reason
-    assert worse.champion_mae == pytest.approx(mae, abs=1e-6)  # the tag keeps six decimals
-    better = decide(client, name, mae * 0.99, naive * 2, prices, test.anchor_dates, actual)
-    assert better.promote
-    above_naive = decide(client, name, naive * 1.01, naive, prices, test.anchor_dates, actual)
-    assert not above_naive.promote and "worse than the naive forecast" in above_naive.reason
+    # A 5 % slack lets a network that learned nothing (about naive's MAE) past the naive check,
+    # so the comparison with the champion is the one that refuses it.
+    second = train_cli(
+        names,
+        mlflow_env,
+        *("--max-epochs", "1", "--learning-rate", "1e-9", "--champion-tolerance", "0.05"),
+    )
+    assert second.returncode == 0, second.stderr
+    assert f"registered {name} version 2; alias 'champion' kept off it" in second.stdout
+    assert "is worse than champion v1's" in second.stdout
+    assert MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS).version == "1"
 
 
 def test_killed_training_registers_nothing(mlflow_env, names, prices, tmp_path):

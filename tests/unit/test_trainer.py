@@ -11,11 +11,13 @@ import torch
 
 from services.core.features import FEATURES, to_return_quantiles
 from services.ingestion.sources import SyntheticSource
+from tests.helpers import predictable_prices
 from trainer.data import DataError, PriceDataModule
 from trainer.evaluate import baseline_forecasts, evaluate, fit_calibration, point_metrics
 from trainer.export import export_onnx
 from trainer.model import LSTMFactory
 from trainer.module import LSTMLightModule, pinball_loss
+from trainer.registry import decide
 
 pytestmark = pytest.mark.unit
 
@@ -84,12 +86,21 @@ def test_quantiles_come_out_sorted():
         assert (out.diff(dim=1) >= 0).all()
 
 
-def test_pinball_loss_is_minimised_by_the_quantile():
-    target = torch.linspace(0, 1, 1001)
-    quantiles = torch.tensor([0.1, 0.5, 0.9])
-    best = torch.tensor([[0.1, 0.5, 0.9]]).expand(1001, 3)
-    worse = best + 0.05
-    assert pinball_loss(best, target, quantiles) < pinball_loss(worse, target, quantiles)
+def test_pinball_loss_is_minimised_at_each_columns_own_quantile():
+    """Each output column's best constant is its own level's quantile of the targets: the
+    loss fails this if it ignores the levels, swaps them, or is a squared error."""
+    torch.manual_seed(0)
+    target = torch.randn(20_000).exp()  # skewed, so mean, median and quantiles all differ
+    levels = torch.tensor([0.1, 0.5, 0.9])
+    grid = torch.linspace(0.0, 6.0, 601)
+    for column, level in enumerate(levels):
+        losses = []
+        for value in grid:
+            prediction = torch.zeros(len(target), 3)
+            prediction[:, column] = value  # the other columns add a constant
+            losses.append(pinball_loss(prediction, target, levels))
+        best = grid[int(torch.stack(losses).argmin())]
+        assert best == pytest.approx(float(torch.quantile(target, level)), abs=0.02), float(level)
 
 
 def test_onnx_matches_torch(tmp_path):
@@ -118,18 +129,54 @@ def test_lightning_module_runs_one_batch_of_every_stage(prices):
     assert torch.isfinite(trainer.callback_metrics["test_mae"])
 
 
-def test_naive_baseline_and_metrics(prices):
-    anchors = prices.index[10:20]
+def test_training_learns_what_the_bars_tell_about_tomorrow():
+    """Validation loss ends well below that of the best constant quantiles: the network used
+    the bars, not only their average. One that learns nothing ends at or above it."""
+    torch.manual_seed(0)
+    dm = small_dm(predictable_prices(), val_days=150, test_days=100)
+    module = LSTMLightModule(n_features=len(FEATURES), hidden_size=16, learning_rate=1e-2)
+    trainer = L.Trainer(
+        max_epochs=10,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=dm)
+    _, train_y = dm.train_dataloader().dataset.tensors
+    _, val_y = dm.val_dataloader().dataset.tensors
+    constant = torch.quantile(train_y, module.quantiles).expand(len(val_y), -1)
+    constant_loss = float(pinball_loss(constant, val_y, module.quantiles))
+    assert float(trainer.callback_metrics["val_loss"]) < 0.8 * constant_loss
+
+
+def test_baselines_and_every_ratio_to_the_naive_mae(prices):
+    close = prices["Close"]
+    anchors = prices.index[10:60]
     baselines = baseline_forecasts(prices, anchors)
-    np.testing.assert_array_equal(baselines["naive"], prices["Close"].loc[anchors].to_numpy())
-    np.testing.assert_allclose(baselines["ma5"], prices["Close"].rolling(5).mean().loc[anchors])
-    actual = prices["Close"].shift(-1).loc[anchors].to_numpy()
-    rows = evaluate(prices, anchors, actual, {})
-    assert rows["naive"]["mae_ratio_naive"] == 1.0
+    np.testing.assert_array_equal(baselines["naive"], close.loc[anchors].to_numpy())
+    np.testing.assert_allclose(baselines["ma5"], close.rolling(5).mean().loc[anchors])
+    actual = close.shift(-1).loc[anchors].to_numpy()
+    # A model that misses every close by exactly 10 centavos, up.
+    model = (actual + 0.10)[:, None]
+    rows = evaluate(prices, anchors, actual, {"model": model})
+    naive_mae = np.mean(np.abs(np.diff(close.to_numpy()))[10:60])  # |tomorrow - today|
+    assert rows["naive"]["mae_brl"] == pytest.approx(naive_mae)
+    assert rows["model"]["mae_brl"] == pytest.approx(0.10)
+    assert rows["model"]["mae_ratio_naive"] == pytest.approx(0.10 / naive_mae)
+    ma5_mae = np.mean(np.abs(close.rolling(5).mean().loc[anchors].to_numpy() - actual))
+    assert rows["ma5"]["mae_ratio_naive"] == pytest.approx(ma5_mae / naive_mae)
     assert np.isnan(rows["naive"]["directional_accuracy"])  # naive never predicts a move
     metrics = point_metrics(np.array([10.0, 10.0]), np.array([11.0, 9.0]), np.array([10.5, 10.5]))
     assert metrics["mae_brl"] == 1.0 and metrics["mape_pct"] == pytest.approx(10.0)
     assert metrics["directional_accuracy"] == 0.5
+
+
+def test_the_gate_refuses_a_model_worse_than_naive_before_asking_the_registry():
+    decision = decide(None, "lstm-X.SA", 0.51, 0.50, None, None, None)
+    assert not decision.promote
+    assert decision.reason == "MAE R$ 0.5100 is worse than the naive forecast's R$ 0.5000"
 
 
 def test_shrinkage_falls_back_to_naive_without_significant_skill():
