@@ -4,6 +4,7 @@ the registry, and the alias that marks the version to serve."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -31,3 +32,30 @@ Ticker = Annotated[str, AfterValidator(check_ticker)]
 def registered_model_name(ticker: str) -> str:
     """The registry holds one model per ticker, under this name."""
     return f"lstm-{ticker}"
+
+
+def ticker_slug(ticker: str) -> str:
+    """A ticker as Kubernetes names and label values take it: PETR4.SA -> petr4-sa.
+
+    The chart's ``petr4.tickerSlug`` helper spells it the same way."""
+    return ticker.lower().replace(".", "-").replace("^", "")
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """Which registered version serves a ticker: a pinned version, or the one an alias names."""
+
+    name: str
+    version: str = ""
+    alias: str = ""
+
+    @classmethod
+    def for_ticker(cls, ticker: str, version: str = "", alias: str = CHAMPION_ALIAS):
+        """The pinned ``version`` when given, else ``alias``."""
+        return cls(registered_model_name(ticker), version, "" if version else alias)
+
+    @property
+    def uri(self) -> str:
+        if self.version:
+            return f"models:/{self.name}/{self.version}"
+        return f"models:/{self.name}@{self.alias}"

@@ -1,6 +1,7 @@
 """petr4-serve: the gRPC predictor.
 
-Three thin layers: ``servicer`` converts proto <-> domain types, ``core`` does the work
-without knowing about transport, and ``model`` owns the loaded artifacts. ``server``
-wires them with health, reflection, the error and metrics interceptor, and shutdown.
+Three thin layers: ``servicer`` converts proto <-> domain types; ``dataplane`` answers
+requests without knowing about transport, from the states ``store`` keeps (models loaded by
+``artifacts``, prices, and their refresh); ``forecasts`` is the arithmetic they share.
+``server`` wires them with health, reflection, the error and metrics interceptor, and shutdown.
 """

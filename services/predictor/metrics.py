@@ -81,6 +81,13 @@ class PredictorMetrics:
             ["ticker"],
             registry=r,
         )
+        self.model_load_errors = Counter(
+            "petr4_model_load_errors",
+            "failed looks up of the alias, and versions it named that failed their checks; "
+            "the version before kept serving",
+            ["ticker"],
+            registry=r,
+        )
         self.refresh_errors = Counter(
             "petr4_price_refresh_errors",
             "failed refreshes of the price snapshot",

@@ -13,13 +13,14 @@ from grpc_reflection.v1alpha import reflection
 from mlflow import MlflowClient
 
 from services.api import forecast_pb2, forecast_pb2_grpc
+from services.core.naming import ModelReference
 from services.core.snapshots import SnapshotStore
-from services.predictor.core import Predictor
+from services.predictor.dataplane import Predictor
 from services.predictor.interceptors import ErrorAndMetricsInterceptor
 from services.predictor.metrics import PredictorMetrics
-from services.predictor.model import model_uri
 from services.predictor.servicer import ForecastServicer
 from services.predictor.settings import ServeSettings
+from services.predictor.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +37,20 @@ class PredictorServer:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
         self.metrics = PredictorMetrics()
-        uris = {
-            t: model_uri(t, settings.model_version, settings.model_alias) for t in settings.tickers
+        references = {
+            t: ModelReference.for_ticker(t, settings.model_version, settings.model_alias)
+            for t in settings.tickers
         }
         client = MlflowClient()
-        self.predictor = Predictor(
-            uris,
+        self.store = ModelStore(
+            references,
             client,
             SnapshotStore(client, settings.prices_experiment),
             settings.cache_dir,
             self.metrics,
-            settings.max_history_bars,
             settings.realized_window,
         )
+        self.predictor = Predictor(self.store, settings.max_history_bars)
         self.stopping = threading.Event()
         self.health = health.HealthServicer(experimental_non_blocking=True)
         limits = [
@@ -94,7 +96,7 @@ class PredictorServer:
         delay = 1.0
         while not self.stopping.is_set():
             try:
-                self.predictor.load()
+                self.store.load()
                 break
             except (
                 Exception
@@ -109,14 +111,14 @@ class PredictorServer:
                 )
                 self.stopping.wait(min(delay, remaining))
                 delay = min(delay * 2, 30.0)
-        if self.predictor.ready:
+        if self.store.ready:
             self._set_health(SERVING)
             self._refresher.start()
             log.info("SERVING %s", ", ".join(self.settings.tickers))
 
     def _refresh_loop(self) -> None:
         while not self.stopping.wait(self.settings.refresh_seconds):
-            self.predictor.refresh()
+            self.store.refresh()
 
     def stop(self) -> None:
         """NOT_SERVING first, so load balancers stop sending; then let accepted RPCs finish."""

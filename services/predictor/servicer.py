@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 from services.api import forecast_pb2, forecast_pb2_grpc
-from services.predictor.core import Bar, Forecast, ModelDescription, Predictor
+from services.predictor.dataplane import ModelDescription, Predictor
+from services.predictor.forecasts import Bar, Forecast
 
 
 def _model_ref(identity) -> forecast_pb2.ModelRef:

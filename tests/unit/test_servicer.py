@@ -13,13 +13,15 @@ from services.api import forecast_pb2
 from services.client.client import bars_from_frame
 from services.core.features import FEATURES, TARGET
 from services.core.forecaster import ForecastModel
+from services.core.naming import ModelReference
 from services.core.snapshots import Snapshot
 from services.ingestion.sources import SyntheticSource
-from services.predictor.core import Predictor
+from services.predictor.artifacts import ModelIdentity
+from services.predictor.dataplane import Predictor
 from services.predictor.errors import InvalidInput, ModelNotFound, ModelNotReady
 from services.predictor.metrics import PredictorMetrics
-from services.predictor.model import ModelIdentity
 from services.predictor.servicer import ForecastServicer
+from services.predictor.store import ModelStore
 from trainer.data import PriceDataModule
 from trainer.export import export_onnx
 from trainer.model import LSTMFactory
@@ -65,15 +67,15 @@ def model(prices, tmp_path_factory):
 
 @pytest.fixture
 def servicer(model, prices):
-    predictor = Predictor(
-        {TICKER: "models:/lstm-U.SA@champion"}, None, None, None, PredictorMetrics()
+    store = ModelStore(
+        {TICKER: ModelReference.for_ticker(TICKER)}, None, None, None, PredictorMetrics()
     )
     identity = ModelIdentity("lstm-U.SA", "3", "run3", "models:/lstm-U.SA@champion")
     snapshot = Snapshot(
         "snap", TICKER, len(prices), "2021-01-04", "2022-12-29", "sha", "synthetic", True
     )
-    predictor.serve(TICKER, identity, model, snapshot, prices)
-    return ForecastServicer(predictor)
+    store.serve(TICKER, identity, model, snapshot, prices)
+    return ForecastServicer(Predictor(store))
 
 
 def request(ticker=TICKER, history=()):
@@ -118,9 +120,9 @@ def test_errors_are_domain_errors(servicer, prices):
 
 
 def test_not_ready_until_loaded():
-    predictor = Predictor(
-        {TICKER: "models:/lstm-U.SA@champion"}, None, None, None, PredictorMetrics()
+    store = ModelStore(
+        {TICKER: ModelReference.for_ticker(TICKER)}, None, None, None, PredictorMetrics()
     )
-    assert not predictor.ready
+    assert not store.ready
     with pytest.raises(ModelNotReady, match="still loading"):
-        ForecastServicer(predictor).Forecast(request(), None)
+        ForecastServicer(Predictor(store)).Forecast(request(), None)

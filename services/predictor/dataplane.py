@@ -1,0 +1,74 @@
+"""The predictor's request path, free of gRPC: forecasts and model descriptions.
+
+It reads the model store's current states and never changes them; checking a request and
+computing its answer is all it does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.core.naming import check_ticker
+from services.predictor.artifacts import ModelIdentity
+from services.predictor.errors import InvalidInput, ModelNotFound, ModelNotReady
+from services.predictor.forecasts import Bar, Forecast, forecast_next, history_frame
+from services.predictor.store import ModelStore, TickerState
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    ticker: str
+    identity: ModelIdentity
+    metadata: dict
+    window: int
+    min_history_bars: int
+    quantiles: tuple[float, ...]
+    interval_level: float
+    prices_last_date: str
+
+
+class Predictor:
+    """Answers forecasts and model descriptions from the store's states."""
+
+    def __init__(self, store: ModelStore, max_history_bars: int = 5000):
+        self.store = store
+        self.max_history_bars = max_history_bars
+
+    def forecast(self, ticker: str, history: Sequence[Bar] | None = None) -> Forecast:
+        state = self._state_for(ticker)
+        if not history:
+            return state.latest
+        prices = history_frame(history, state.model, self.max_history_bars)
+        return forecast_next(state.ticker, state.identity, state.model, prices, synthetic=False)
+
+    def describe(self, ticker: str = "") -> list[ModelDescription]:
+        tickers = [ticker] if ticker else self.store.tickers
+        return [self._description(self._state_for(t)) for t in tickers]
+
+    def _description(self, state: TickerState) -> ModelDescription:
+        return ModelDescription(
+            ticker=state.ticker,
+            identity=state.identity,
+            metadata=state.model.metadata,
+            window=state.model.window,
+            min_history_bars=state.model.bars_needed,
+            quantiles=state.model.quantiles,
+            interval_level=state.model.interval_level,
+            prices_last_date=state.snapshot.last_date,
+        )
+
+    def _state_for(self, ticker: str) -> TickerState:
+        if not ticker:
+            raise InvalidInput("ticker is required, such as PETR4.SA")
+        try:
+            check_ticker(ticker)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if ticker not in self.store.references:
+            served = ", ".join(sorted(self.store.references))
+            raise ModelNotFound(f"no model serves ticker {ticker!r}; this server serves {served}")
+        state = self.store.state(ticker)
+        if state is None:
+            raise ModelNotReady(f"the model for {ticker} is still loading")
+        return state
