@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -270,18 +271,37 @@ def prometheus_binary() -> str:
 class PrometheusServer:
     """A real Prometheus scraping the given targets every second."""
 
-    def __init__(self, root: Path, targets: list[str], rule_files: list[Path] = ()):
+    def __init__(
+        self,
+        root: Path,
+        targets: list[str],
+        rule_files: list[Path] = (),
+        labels: dict[str, str] | None = None,
+        alertmanagers: list[str] = (),
+    ):
+        """``labels`` join every scraped series, as the operator adds namespace and the like;
+        the job is named after the predictor's Service, as a ServiceMonitor names it."""
+        import yaml
+
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = root / "prometheus.yml"
-        rules = "".join(f"  - {path}\n" for path in rule_files)
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            + (f"rule_files:\n{rules}" if rules else "")
-            + "scrape_configs:\n  - job_name: petr4-predictor\n    static_configs:\n"
-            + f"      - targets: {targets!r}\n"
-        )
+        settings = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(path) for path in rule_files],
+            "scrape_configs": [
+                {
+                    "job_name": "petr4-predictor",
+                    "static_configs": [{"targets": targets, "labels": labels or {}}],
+                }
+            ],
+        }
+        if alertmanagers:
+            settings["alerting"] = {
+                "alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]
+            }
+        config.write_text(yaml.safe_dump(settings))
         self.args = [
             prometheus_binary(),
             f"--config.file={config}",
@@ -371,3 +391,177 @@ def ingest_csv(ticker: str, experiment: str, prices, csv: Path, env: dict) -> No
         env,
     )
     assert result.returncode == 0, result.stderr
+
+
+class RetrainerProcess:
+    """``petr4-retrain`` as a real process on free ports, against a kubeconfig's API server."""
+
+    def __init__(self, root: Path, kubeconfig: Path, token: str, *args: str, port: int = 0):
+        self.port = port or free_port()
+        self.metrics_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.token_file = root / f"retrainer-{self.port}.token"
+        self.token_file.write_text(token + "\n")
+        self.log_path = root / f"retrainer-{self.port}.log"
+        self.args = [
+            str(BIN / "petr4-retrain"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--token-file",
+            str(self.token_file),
+            *args,
+        ]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> RetrainerProcess:
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            self.args, env={**os.environ, **QUIET_MLFLOW}, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until(
+                lambda: self.process.poll() is not None or http_ok(f"{self.url}/healthz"),
+                30,
+                f"the retraining receiver (log: {self.log_path})",
+            )
+        except BaseException:
+            self.stop()
+            raise
+        if self.process.poll() is not None:
+            raise RuntimeError(f"petr4-retrain exited: {self.log_path.read_text()[-3000:]}")
+        return self
+
+    def post(self, body: bytes | dict, token: str | None) -> tuple[int, dict]:
+        """POST /alerts as Alertmanager would; the status code and the JSON answer."""
+        import json
+
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/alerts", data=data, method="POST")
+        request.add_header("Content-Type", "application/json")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process:
+            self.log.close()
+
+
+def register_crafted_model(
+    name: str, prices, rise: float = 3.0, trained_through: str | None = None
+) -> str:
+    """Register a model that forecasts a ``rise``-volatility gain every day, whatever the bars:
+    a champion any sane model beats, and one whose realized error is far above naive's.
+    ``trained_through`` is the last date its metadata claims it was trained on."""
+    import json
+    import tempfile
+
+    import mlflow
+    import torch
+    from mlflow import MlflowClient
+
+    from services.core.features import FEATURES, TARGET
+    from trainer.data import PriceDataModule
+    from trainer.export import export_onnx
+    from trainer.model import LSTMFactory
+    from trainer.registry import Decision, register
+
+    dm = PriceDataModule(prices, window=20, val_days=60, test_days=60)
+    dm.setup()
+    net = LSTMFactory(len(FEATURES), hidden_size=8)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.tensor([0.0, rise, 0.0]))  # the median: up, every day
+    metadata = {
+        "window": 20,
+        "features": list(FEATURES),
+        "target": TARGET,
+        "quantiles": [0.1, 0.5, 0.9],
+        "calibration": {"shrink": 1.0, "widen": 0.0},
+    }
+    if trained_through:
+        metadata["data"] = {"last_date": trained_through}
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        export_onnx(net, dm.subset("test").x, folder / "model.onnx")
+        (folder / "scaler.json").write_text(json.dumps(dm.scaler.to_dict()))
+        (folder / "metadata.json").write_text(json.dumps(metadata))
+        mlflow.set_experiment("crafted-models")
+        with mlflow.start_run() as run:
+            mlflow.log_artifacts(str(folder), "model")
+    return register(
+        MlflowClient(),
+        name,
+        run.info.run_id,
+        f"{run.info.artifact_uri}/model",
+        {},
+        Decision(True, "crafted"),
+    )
+
+
+class AlertmanagerServer:
+    """Debian's Alertmanager with a given configuration, alone (no cluster peers)."""
+
+    def __init__(self, root: Path, config: dict):
+        import shutil
+
+        import pytest
+        import yaml
+
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if binary is None:
+            pytest.skip(
+                "no Alertmanager: apt-get install -y --no-install-recommends prometheus-alertmanager"
+            )
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (root / "alertmanager.yml").write_text(yaml.safe_dump(config))
+        self.args = [
+            binary,
+            f"--config.file={root / 'alertmanager.yml'}",
+            f"--storage.path={root / 'alertmanager'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+        ]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> AlertmanagerServer:
+        self.log = (self.root / "alertmanager.log").open("w")
+        self.process = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: http_ok(f"{self.url}/-/ready"), 30, "Alertmanager to be ready")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()

@@ -34,6 +34,19 @@ def test_the_predictor_image_has_no_torch(docker_client, images):
     assert not {p for p in packages if p == "torch" or p.startswith("nvidia-")}
 
 
+def test_the_predictor_image_also_runs_the_retraining_receiver(docker_client, images):
+    code, output = run(
+        docker_client,
+        images["predictor"],
+        "python",
+        "-c",
+        "import kubernetes, services.retrainer.main",
+    )
+    assert code == 0, output
+    code, output = run(docker_client, images["predictor"], "petr4-retrain", "--help")
+    assert code == 0 and "POST /alerts" in output
+
+
 def test_the_trainer_image_has_torch_for_the_cpu(docker_client, images):
     code, output = run(
         docker_client,

@@ -14,18 +14,20 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from mlflow import MlflowClient
 
 from services.core.features import FEATURES, TARGET
 from services.core.forecaster import ForecastModel
 from services.core.naming import CHAMPION_ALIAS
 from services.ingestion.sources import SyntheticSource
-from tests.helpers import BIN, SMALL_TRAINING, predictable_prices, run_cli, wait_until
-from trainer.data import PriceDataModule
-from trainer.export import export_onnx
-from trainer.model import LSTMFactory
-from trainer.registry import Decision, register
+from tests.helpers import (
+    BIN,
+    SMALL_TRAINING,
+    predictable_prices,
+    register_crafted_model,
+    run_cli,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -164,46 +166,10 @@ def test_training_registers_a_version_with_every_artifact(mlflow_env, names, pri
     assert model.window == 20 and metadata["onnx_max_abs_diff"] <= 1e-5
 
 
-def bad_champion(name: str, prices: pd.DataFrame) -> str:
-    """Register a model that forecasts a 3-sigma rise every day: a champion any sane model beats."""
-    dm = PriceDataModule(prices, window=20, val_days=60, test_days=60)
-    dm.setup()
-    net = LSTMFactory(len(FEATURES), hidden_size=8)
-    with torch.no_grad():
-        net.head.weight.zero_()
-        net.head.bias.copy_(torch.tensor([0.0, 3.0, 0.0]))  # three volatilities up, every day
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        export_onnx(net, dm.subset("test").x, folder / "model.onnx")
-        (folder / "scaler.json").write_text(json.dumps(dm.scaler.to_dict()))
-        (folder / "metadata.json").write_text(
-            json.dumps(
-                {
-                    "window": 20,
-                    "features": list(FEATURES),
-                    "target": TARGET,
-                    "quantiles": [0.1, 0.5, 0.9],
-                    "calibration": {"shrink": 1.0, "widen": 0.0},
-                }
-            )
-        )
-        mlflow.set_experiment("crafted-champions")
-        with mlflow.start_run() as run:
-            mlflow.log_artifacts(str(folder), "model")
-    return register(
-        MlflowClient(),
-        name,
-        run.info.run_id,
-        f"{run.info.artifact_uri}/model",
-        {},
-        Decision(True, "crafted to be beaten"),
-    )
-
-
 def test_alias_moves_on_an_improvement(mlflow_env, names, prices, tmp_path):
     name = f"lstm-{names['ticker']}"
     ingest(names, mlflow_env, prices, tmp_path)
-    assert bad_champion(name, prices) == "1"
+    assert register_crafted_model(name, prices) == "1"
     result = train_cli(names, mlflow_env)
     assert result.returncode == 0, result.stderr
     assert f"registered {name} version 2; alias 'champion' moved to it" in result.stdout

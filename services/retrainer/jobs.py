@@ -1,0 +1,111 @@
+"""Training Jobs started from the chart's own template, through the Kubernetes API.
+
+The chart renders one Job manifest per ticker into a ConfigMap, from the same template as
+the install's training Job; a retraining is that manifest, created under a generated name.
+Before creating one the launcher asks the API which training Jobs of the ticker exist: none
+may be running, and none may have started within the cooldown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import yaml
+
+from services.core.naming import ticker_slug
+
+log = logging.getLogger(__name__)
+
+TICKER_LABEL = "petr4.io/ticker"
+TRIGGER_LABEL = "petr4.io/trigger"
+
+
+class TemplateMissing(LookupError):
+    """The chart's template holds no Job for the ticker."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What asking for a training of one ticker came to."""
+
+    outcome: str  # started | active | cooldown
+    job: str = ""  # the Job's name: the one started, or the one in the way
+
+
+class JobLauncher:
+    """Starts training Jobs for tickers: one at a time per ticker, at most once per cooldown."""
+
+    def __init__(
+        self,
+        batch_api,
+        core_api,
+        namespace: str,
+        template_configmap: str,
+        job_selector: str,
+        cooldown_seconds: float,
+    ):
+        self.batch = batch_api
+        self.core = core_api
+        self.namespace = namespace
+        self.template_configmap = template_configmap
+        self.job_selector = job_selector
+        self.cooldown_seconds = cooldown_seconds
+        self._lock = threading.Lock()  # webhooks arrive on several threads; one decides at a time
+        self._started: dict[
+            str, float
+        ] = {}  # ticker -> monotonic time of this process's last start
+
+    def request(self, ticker: str, reason: dict[str, str]) -> Launch:
+        """Start a training of ``ticker`` unless one runs or ran within the cooldown."""
+        with self._lock:
+            jobs = self.batch.list_namespaced_job(
+                self.namespace,
+                label_selector=f"{self.job_selector},{TICKER_LABEL}={ticker_slug(ticker)}",
+            ).items
+            running = [j for j in jobs if _running(j)]
+            if running:
+                return Launch("active", running[0].metadata.name)
+            recent = [j for j in jobs if _age_seconds(j) < self.cooldown_seconds]
+            if recent:
+                return Launch("cooldown", recent[0].metadata.name)
+            last = self._started.get(ticker)
+            if last is not None and time.monotonic() - last < self.cooldown_seconds:
+                return Launch("cooldown")
+            created = self.batch.create_namespaced_job(self.namespace, self._job(ticker, reason))
+            self._started[ticker] = time.monotonic()
+            log.info("started training Job %s for %s (%s)", created.metadata.name, ticker, reason)
+            return Launch("started", created.metadata.name)
+
+    def _job(self, ticker: str, reason: dict[str, str]) -> dict:
+        config_map = self.core.read_namespaced_config_map(self.template_configmap, self.namespace)
+        manifest = (config_map.data or {}).get(f"{ticker_slug(ticker)}.yaml")
+        if manifest is None:
+            raise TemplateMissing(
+                f"ConfigMap {self.template_configmap} has no Job template for {ticker}"
+            )
+        job = yaml.safe_load(manifest)
+        job["metadata"].setdefault("annotations", {}).update(reason)
+        return job
+
+
+def _running(job) -> bool:
+    status = job.status
+    if status is None:
+        return True  # just created: no status yet
+    done = any(
+        c.type in ("Complete", "Failed") and c.status == "True" for c in status.conditions or []
+    )
+    return not done and not status.completion_time
+
+
+def _age_seconds(job) -> float:
+    created = job.metadata.creation_timestamp
+    if created is None:
+        return 0.0
+    if isinstance(created, str):
+        created = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    return (datetime.now(UTC) - created).total_seconds()
