@@ -8,6 +8,7 @@ import json
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from scripts.harness.chart import (
     CHART,
@@ -38,15 +39,16 @@ def test_helm_lint_strict(render, values):
 def test_core_objects_validate_strictly(render, values):
     docs = render(*([values] if values else []))
     core = [d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com/")]
+    # The Jobs the retraining receiver would create, as its template holds them.
+    core += [d for d in workloads(docs) if "generateName" in d["metadata"]]
     assert core
     for version in KUBERNETES_VERSIONS:
         for doc in core:
+            name = doc["metadata"].get("name", doc["metadata"].get("generateName"))
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as error:
-                pytest.fail(
-                    f"{doc['kind']} {doc['metadata']['name']} on {version}: {error.message}"
-                )
+                pytest.fail(f"{doc['kind']} {name} on {version}: {error.message}")
 
 
 @pytest.mark.parametrize("values", VALUES, ids=IDS)
@@ -56,11 +58,15 @@ def test_custom_resources_match_their_crds(render, crd_schemas, values):
         for doc in render(*([values] if values else []))
         if doc["apiVersion"].startswith("monitoring.coreos.com/")
     ]
-    # Every rendering has its monitoring objects to check, but the one that turns them off.
-    expected = {"ServiceMonitor", "PrometheusRule"}
-    if values is not None and values.name == "no-monitoring-values.yaml":
-        expected = set()
-    assert {doc["kind"] for doc in custom} == expected
+    # Every rendering has its monitoring objects to check, but those that turn them off.
+    expected = {
+        "no-monitoring-values.yaml": [],
+        "no-retrainer-values.yaml": ["PrometheusRule", "ServiceMonitor"],
+    }.get(
+        values.name if values else "",
+        ["AlertmanagerConfig", "PrometheusRule", "ServiceMonitor", "ServiceMonitor"],
+    )
+    assert sorted(doc["kind"] for doc in custom) == expected
     for doc in custom:
         schema = crd_schemas[f"{doc['apiVersion']}/{doc['kind']}"]
         # Not jsonschema.validate: it would first check the CRD's own patterns, and one of
@@ -70,9 +76,14 @@ def test_custom_resources_match_their_crds(render, crd_schemas, values):
 
 def test_custom_resources_are_rendered_by_default(render):
     docs = render()
-    (monitor,) = by_kind(docs, "ServiceMonitor")
-    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    for component in ("predictor", "retrainer"):
+        monitor = named(docs, "ServiceMonitor", f"-{component}")
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+        service = named(docs, "Service", f"-{component}")
+        assert "metrics" in [p["name"] for p in service["spec"]["ports"]]
+    (route,) = by_kind(docs, "AlertmanagerConfig")
+    assert route["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     (rule,) = by_kind(docs, "PrometheusRule")
     alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
     assert alerts == {
@@ -81,7 +92,7 @@ def test_custom_resources_are_rendered_by_default(render):
         "Petr4HighErrorRatio",
         "Petr4HighLatency",
         "Petr4StalePrices",
-        "Petr4ModelWorseThanNaive",
+        "Petr4RealizedMAEHigh",
         "Petr4TrainingFailed",
         "Petr4IngestionFailed",
     }
@@ -120,10 +131,18 @@ def test_values_schema_rejects_wrong_values(render, override, message):
     assert message in result.stderr
 
 
+def workloads(docs: list[dict]) -> list[dict]:
+    """Every object that runs pods, the retraining receiver's Job templates included."""
+    found = [d for d in docs if d["kind"] in ("Pod", "Deployment", "Job", "CronJob")]
+    for config_map in by_kind(docs, "ConfigMap"):
+        if config_map["metadata"]["name"].endswith("-retrain-jobs"):
+            found += [yaml.safe_load(text) for text in config_map["data"].values()]
+    return found
+
+
 def pod_specs(docs: list[dict]):
-    for doc in docs:
-        if doc["kind"] in ("Pod", "Deployment", "Job", "CronJob"):
-            yield doc["metadata"]["name"], pod_spec(doc)
+    for doc in workloads(docs):
+        yield doc["metadata"].get("name", doc["metadata"].get("generateName")), pod_spec(doc)
 
 
 @pytest.mark.parametrize("values", VALUES, ids=IDS)
@@ -133,7 +152,8 @@ def test_every_pod_runs_restricted(render, values):
     for name, spec in specs:
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] and pod["seccompProfile"]["type"] == "RuntimeDefault", name
-        assert spec["automountServiceAccountToken"] is False, name
+        # Only the retraining receiver talks to the API server; no other pod holds a token.
+        assert spec["automountServiceAccountToken"] is name.endswith("-retrainer"), name
         for container in spec.get("initContainers", []) + spec["containers"]:
             context = container["securityContext"]
             assert context["readOnlyRootFilesystem"] is True, (name, container["name"])
@@ -164,7 +184,9 @@ def test_pinning_a_model_version_changes_only_the_predictor_pod_template(render)
     after = render(predictor__model__version="7")
     assert len(before) == len(after)
     changed = [
-        (a["kind"], a["metadata"]["name"]) for a, b in zip(before, after, strict=True) if a != b
+        (a["kind"], a["metadata"]["name"])
+        for a, b in zip(before, after, strict=True)
+        if a != b and a["metadata"]["name"] != "petr4-retrainer-token"  # random without a cluster
     ]
     assert changed == [("Deployment", "petr4-predictor")]
     old, new = named(before, "Deployment", "-predictor"), named(after, "Deployment", "-predictor")
@@ -281,9 +303,10 @@ def test_every_pod_that_can_run_at_once_fits_in_one_cpu(render):
             continue
         spec = pod_spec(doc)
         pods = 1
-        if doc["kind"] == "Deployment":
-            surge = doc["spec"]["strategy"].get("rollingUpdate", {}).get("maxSurge", 0)
-            pods = doc["spec"]["replicas"] + surge
+        if doc["kind"] == "Deployment":  # a rolling update adds its surge pod (default: one)
+            strategy = doc["spec"].get("strategy", {})
+            surge = strategy.get("rollingUpdate", {}).get("maxSurge", 1)
+            pods = doc["spec"]["replicas"] + (0 if strategy.get("type") == "Recreate" else surge)
         ticker = template_labels(doc).get("petr4.io/ticker")
         workload = f"training of {ticker}" if ticker else doc["metadata"]["name"]
         requests[workload] = max(requests.get(workload, 0), pod_cpu_request(spec) * pods)
@@ -348,15 +371,20 @@ def test_every_helm_command_of_the_notes_renders(helm, render):
 def test_network_policies_let_only_the_jobs_reach_the_internet(render):
     docs = render()
     policies = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "NetworkPolicy")}
-    assert set(policies) == {"petr4-predictor", "petr4-jobs", "petr4-mlflow"}
-    internet = [
-        name
+    assert set(policies) == {"petr4-predictor", "petr4-jobs", "petr4-mlflow", "petr4-retrainer"}
+    beyond_the_cluster = {
+        name: sorted(port["port"] for port in rule["ports"])
         for name, spec in policies.items()
         for rule in spec.get("egress", [])
         for peer in rule.get("to", [])
         if "ipBlock" in peer
-    ]
-    assert internet == ["petr4-jobs"]
+    }
+    # Yahoo for the jobs; the API server, and nothing else, for the retraining receiver.
+    assert beyond_the_cluster == {"petr4-jobs": [443], "petr4-retrainer": [443, 6443]}
+    monitoring = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    assert [rule["from"] for rule in policies["petr4-retrainer"]["ingress"]] == [[monitoring]]
     for offline in ("synthetic", "csv:/data/{ticker}.csv"):  # only Yahoo is on the internet
         jobs = named(render(ingestion__source=offline), "NetworkPolicy", "-jobs")
         assert not [rule for rule in jobs["spec"]["egress"] if "ipBlock" in rule.get("to", [{}])[0]]

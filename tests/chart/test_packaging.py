@@ -54,10 +54,12 @@ def test_skaffold_monitoring_profile_matches_its_schema(skaffold_schema):
     jsonschema.Draft7Validator(skaffold_schema).validate(config)
     releases = [r["name"] for r in config["deploy"]["helm"]["releases"]]
     assert releases == ["kube-prometheus-stack", "petr4"]  # the CRDs come first
-    assert (
-        config["deploy"]["helm"]["releases"][1]["setValues"]["monitoring.serviceMonitor.enabled"]
-        is True
-    )
+    chosen = config["deploy"]["helm"]["releases"][1]["setValues"]
+    for resource in ("serviceMonitor", "prometheusRule", "alertmanagerConfig"):
+        assert chosen[f"monitoring.{resource}.enabled"] is True
+    plain = skaffold_config()["deploy"]["helm"]["releases"][0]["setValues"]
+    for resource in ("serviceMonitor", "prometheusRule", "alertmanagerConfig"):
+        assert plain[f"monitoring.{resource}.enabled"] is False  # no CRDs without the profile
 
 
 def test_skaffold_wires_every_image_into_the_chart():
@@ -105,14 +107,22 @@ def test_port_forwards_name_services_the_chart_renders(render):
 def test_kube_prometheus_stack_selects_what_the_chart_labels(render):
     values = yaml.safe_load((REPO / "k8s" / "kube-prometheus-stack-values.yaml").read_text())
     spec = values["prometheus"]["prometheusSpec"]
+    alertmanager = values["alertmanager"]["alertmanagerSpec"]
     docs = render()
-    (monitor,) = by_kind(docs, "ServiceMonitor")
-    (rule,) = by_kind(docs, "PrometheusRule")
-    for selector, resource in (
-        (spec["serviceMonitorSelector"], monitor),
-        (spec["ruleSelector"], rule),
-    ):
+    selected = [(spec["serviceMonitorSelector"], m) for m in by_kind(docs, "ServiceMonitor")]
+    selected += [(spec["ruleSelector"], r) for r in by_kind(docs, "PrometheusRule")]
+    selected += [
+        (alertmanager["alertmanagerConfigSelector"], c) for c in by_kind(docs, "AlertmanagerConfig")
+    ]
+    assert sorted(resource["kind"] for _, resource in selected) == [
+        "AlertmanagerConfig",
+        "PrometheusRule",
+        "ServiceMonitor",
+        "ServiceMonitor",
+    ]
+    for selector, resource in selected:
         assert selector["matchLabels"].items() <= resource["metadata"]["labels"].items()
+    assert alertmanager["alertmanagerConfigNamespaceSelector"] == {}  # any namespace
     sidecar = values["grafana"]["sidecar"]["dashboards"]
     (dashboard,) = [
         d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")

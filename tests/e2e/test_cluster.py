@@ -7,18 +7,20 @@ the prices are synthetic.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from scripts import kube_tools
 from scripts.harness.chart import CHART, readme_command
-from tests.helpers import REPO, free_port, wait_until
+from tests.helpers import REPO, free_port, http_ok, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -33,7 +35,8 @@ CLUSTER_FLAGS = [
     "--set",
     "ingestion.source=synthetic",
     "--set",
-    "monitoring.serviceMonitor.enabled=false,monitoring.prometheusRule.enabled=false",
+    "monitoring.serviceMonitor.enabled=false,monitoring.prometheusRule.enabled=false,"
+    "monitoring.alertmanagerConfig.enabled=false",
     "--set-json",
     'trainer.extraArgs=["--max-epochs","3","--champion-tolerance","1"]',
 ]
@@ -78,8 +81,8 @@ class Cluster:
     def kubectl(self, *args: str) -> str:
         return self.run(["kubectl", "-n", NAMESPACE, *args])
 
-    def forward(self, port: int) -> subprocess.Popen:
-        forward = ["port-forward", "service/petr4-predictor", f"{port}:50051"]
+    def forward(self, port: int, service: str = "petr4-predictor", remote: int = 50051):
+        forward = ["port-forward", f"service/{service}", f"{port}:{remote}"]
         return subprocess.Popen(
             [self.kubectl_bin, "--kubeconfig", self.kubeconfig, "-n", NAMESPACE, *forward],
             stdout=subprocess.DEVNULL,
@@ -182,6 +185,31 @@ def test_the_readme_on_a_real_cluster(cluster):
     cluster.run(readme_command("helm -n forecast rollback"))
     assert served_model(cluster)[1] == f"models:/lstm-{TICKER}@champion"
     cluster.run(readme_command("helm -n forecast test"))
+
+    # The retraining receiver against the real API: the webhook Alertmanager would send.
+    token = base64.b64decode(
+        cluster.kubectl("get", "secret", "petr4-retrainer-token", "-o", "jsonpath={.data.token}")
+    ).decode()
+    port = free_port()
+    forward = cluster.forward(port, "petr4-retrainer", 8080)
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 120, "the port-forward")
+        alert = {
+            "status": "firing",
+            "labels": {"alertname": "Petr4RealizedMAEHigh", "ticker": TICKER},
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/alerts",
+            data=json.dumps({"version": "4", "alerts": [alert]}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.load(response)["outcomes"][0]["outcome"] == "started"
+    finally:
+        forward.terminate()
+        forward.wait()
+    started = cluster.kubectl("get", "jobs", "-l", "petr4.io/trigger=alert", "-o", "name")
+    assert len(started.split()) == 1
 
 
 def cluster_image(name: str) -> str:

@@ -46,7 +46,12 @@ app.kubernetes.io/part-of: petr4
 
 {{/* A ticker as it may appear in an object's name: PETR4.SA -> petr4-sa. */}}
 {{- define "petr4.tickerSlug" -}}
-{{- . | lower | replace "." "-" -}}
+{{- . | lower | replace "." "-" | replace "^" "" -}}
+{{- end -}}
+
+{{/* The Secret holding the retraining receiver's shared token: the user's, or the chart's own. */}}
+{{- define "petr4.retrainerTokenSecret" -}}
+{{- .Values.retrainer.token.existingSecret | default (include "petr4.componentName" (dict "root" . "component" "retrainer-token")) -}}
 {{- end -}}
 
 {{/* Environment every container of the chart gets: MLflow 3 sends usage telemetry unless told not to. */}}
