@@ -25,39 +25,63 @@ WARMUP = LOOKBACK  # rows consumed before the first complete feature row
 MIN_VOLATILITY = 1e-4  # a frozen quote has zero realised volatility; never divide by it
 
 
-def feature_frame(prices: pd.DataFrame) -> pd.DataFrame:
-    """One feature row per trading day, from that day's bar and the days before it.
+def _trailing_mean(values: np.ndarray, days: int) -> np.ndarray:
+    """Each day's mean of its last ``days`` values; NaN while there are fewer."""
+    means = np.full(len(values), np.nan)
+    if len(values) >= days:
+        # Each window summed on its own (not a running sum): exact however long the history.
+        means[days - 1 :] = np.convolve(values, np.ones(days), mode="valid") / days
+    return means
+
+
+def _after_first(values: np.ndarray) -> np.ndarray:
+    """A day-to-day series as long as the days: undefined on the first."""
+    return np.concatenate(([np.nan], values))
+
+
+def feature_matrix(
+    open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray
+) -> np.ndarray:
+    """One row of ``FEATURES`` per day, from that day's bar and the days before it.
 
     - log_return: log(Close_t / Close_t-1), the quantity being forecast;
     - log_range: log(High / Low), the day's intraday volatility;
     - log_body: log(Close / Open), where the day closed within its range;
     - log_volume_ratio: log(Volume / mean of the previous 20 days), unusual activity.
-    The first ``WARMUP`` rows lack a full history and are dropped.
+    The first ``WARMUP`` rows lack a full history. The training frames and a request's bars
+    both come through here, so the two compute the very same numbers.
     """
-    close = prices["Close"].to_numpy(dtype="float64")
-    volume = prices["Volume"].to_numpy(dtype="float64")
-    features = pd.DataFrame(index=prices.index)
-    features["log_return"] = np.r_[np.nan, np.diff(np.log(close))]
-    features["log_range"] = np.log(prices["High"].to_numpy() / prices["Low"].to_numpy())
-    features["log_body"] = np.log(close / prices["Open"].to_numpy())
-    previous_mean = pd.Series(volume).rolling(LOOKBACK).mean().shift(1).to_numpy()
+    previous_mean = _after_first(_trailing_mean(volume, LOOKBACK)[:-1])
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.log(volume / previous_mean)
     # Zero or stale volume gives -inf or NaN: bounded, and neutral when undefined.
-    features["log_volume_ratio"] = np.clip(np.nan_to_num(ratio, nan=0.0), -5.0, 5.0)
-    return features.iloc[WARMUP:]
+    ratio[np.isnan(ratio)] = 0.0
+    return np.column_stack(
+        [
+            _after_first(np.diff(np.log(close))),
+            np.log(high / low),
+            np.log(close / open_),
+            np.clip(ratio, -5.0, 5.0),
+        ]
+    )
 
 
-def realized_volatility(prices: pd.DataFrame) -> pd.Series:
+def feature_frame(prices: pd.DataFrame) -> pd.DataFrame:
+    """``feature_matrix`` of a price frame, by date, without the warm-up rows."""
+    columns = ("Open", "High", "Low", "Close", "Volume")
+    matrix = feature_matrix(*(prices[c].to_numpy(dtype="float64") for c in columns))
+    return pd.DataFrame(matrix[WARMUP:], index=prices.index[WARMUP:], columns=list(FEATURES))
+
+
+def realized_volatility(close: np.ndarray) -> np.ndarray:
     """Root mean square of the last 20 daily log returns, known at each day's close.
 
     A fixed window (not an exponential average over all history) makes the value depend
     only on the bars a forecast needs, so serving from the last bars and evaluating over
     the whole history agree exactly.
     """
-    returns = np.log(prices["Close"]).diff()
-    volatility = np.sqrt((returns**2).rolling(LOOKBACK).mean())
-    return volatility.clip(lower=MIN_VOLATILITY)
+    squared = _after_first(np.diff(np.log(close)) ** 2)
+    return np.maximum(np.sqrt(_trailing_mean(squared, LOOKBACK)), MIN_VOLATILITY)
 
 
 @dataclass(frozen=True)
@@ -129,13 +153,9 @@ class Windows:
         )
 
 
-def next_log_return(prices: pd.DataFrame, index: pd.Index) -> np.ndarray:
-    close = prices["Close"]
-    return np.log(close.shift(-1) / close).reindex(index).to_numpy()
-
-
 def make_windows(prices: pd.DataFrame, scaler: Scaler, window: int) -> Windows:
     """Every full window of ``prices``, scaled; the last one has no target (it is the live one)."""
+    close = prices["Close"].to_numpy(dtype="float64")
     features = feature_frame(prices)
     if len(features) < window:
         raise ValueError(
@@ -144,13 +164,13 @@ def make_windows(prices: pd.DataFrame, scaler: Scaler, window: int) -> Windows:
         )
     scaled = scaler.transform(features.to_numpy())
     x = np.lib.stride_tricks.sliding_window_view(scaled, window, axis=0).transpose(0, 2, 1)
-    anchors = features.index[window - 1 :]
+    first = WARMUP + window - 1  # the first anchor's position among the bars
     return Windows(
         x=np.ascontiguousarray(x),
-        y=next_log_return(prices, anchors),
-        anchor_dates=anchors,
-        last_close=prices["Close"].reindex(anchors).to_numpy(),
-        volatility=realized_volatility(prices).reindex(anchors).to_numpy(),
+        y=np.r_[np.log(close[1:] / close[:-1]), np.nan][first:],  # the next day's log return
+        anchor_dates=prices.index[first:],
+        last_close=close[first:],
+        volatility=realized_volatility(close)[first:],
     )
 
 

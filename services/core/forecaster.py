@@ -17,15 +17,19 @@ import pandas as pd
 
 from services.core.features import (
     FEATURES,
+    LOOKBACK,
     TARGET,
     WARMUP,
     Calibration,
     Scaler,
     Windows,
+    feature_matrix,
     make_windows,
+    realized_volatility,
     to_prices,
     to_return_quantiles,
 )
+from services.core.price_rules import Bars
 
 MODEL_FILE = "model.onnx"
 SCALER_FILE = "scaler.json"
@@ -127,8 +131,19 @@ class ForecastModel:
         """Bars one forecast needs: the window plus the features' warm-up."""
         return self.window + WARMUP
 
-    def forecast_last(self, prices: pd.DataFrame) -> Forecasts:
-        """The forecast for the day after the last bar: only the final window is computed."""
-        return self.forecast_windows(
-            make_windows(prices.iloc[-self.bars_needed :], self.scaler, self.window)
+    def forecast_next(self, bars: Bars) -> np.ndarray:
+        """Price quantiles for the day after the last bar, from the bars one forecast needs.
+
+        Arrays only: this is a request's path. It computes what ``forecast`` computes for
+        the last day of the same bars (the same feature functions, the same window).
+        """
+        n = self.bars_needed
+        close = bars.close[-n:]
+        features = feature_matrix(
+            bars.open[-n:], bars.high[-n:], bars.low[-n:], close, bars.volume[-n:]
         )
+        x = self.scaler.transform(features[-self.window :])[None]
+        # The volatility of the last day depends on its last LOOKBACK returns only.
+        volatility = realized_volatility(close[-(LOOKBACK + 1) :])[-1:]
+        returns = to_return_quantiles(self.raw(x), volatility, self.calibration)
+        return to_prices(close[-1:], returns)[0]

@@ -13,23 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from services.core.price_rules import (
+    OHLC_TOLERANCE,
+    SHOWN_DATES,
+    Bars,
+    PriceValidationError,
+    order_problems,
+    trading_days,
+    value_problems,
+)
+
 PRICE_COLUMNS: tuple[str, ...] = ("Open", "High", "Low", "Close", "Adj Close", "Volume")
 OHLC: tuple[str, ...] = ("Open", "High", "Low", "Close")
 BAR_COLUMNS: tuple[str, ...] = (*OHLC, "Volume")  # what a request's bar carries
 BIG_MOVE = 0.30  # daily moves beyond this are reported, never changed
-# Yahoo's own history has bars whose High or Low misses Open/Close by up to 2.75 %
-# (35 of 12,500 PETR4 and VALE3 bars, 2001-2014). Such slips are reported; larger
-# ones mean a corrupted row and are refused.
-OHLC_TOLERANCE = 0.03
-_SHOWN_DATES = 5
-
-
-class PriceValidationError(ValueError):
-    """A price frame broke one or more rules; ``problems`` has one line per rule."""
-
-    def __init__(self, subject: str, problems: list[str]):
-        self.problems = problems
-        super().__init__(f"{subject}: " + "; ".join(problems))
 
 
 @dataclass
@@ -44,25 +41,19 @@ class ValidationReport:
         if self.dropped_zero_volume:
             parts.append(f"{self.dropped_zero_volume} zero-volume rows dropped")
         if self.big_moves:
-            moves = ", ".join(f"{day} {move:+.0%}" for day, move in self.big_moves[:_SHOWN_DATES])
-            more = len(self.big_moves) - _SHOWN_DATES
+            moves = ", ".join(f"{day} {move:+.0%}" for day, move in self.big_moves[:SHOWN_DATES])
+            more = len(self.big_moves) - SHOWN_DATES
             parts.append(
                 f"moves over {BIG_MOVE:.0%}: {moves}" + (f" (+{more} more)" if more > 0 else "")
             )
         if self.ohlc_slips:
-            shown = ", ".join(self.ohlc_slips[:_SHOWN_DATES])
-            more = len(self.ohlc_slips) - _SHOWN_DATES
+            shown = ", ".join(self.ohlc_slips[:SHOWN_DATES])
+            more = len(self.ohlc_slips) - SHOWN_DATES
             parts.append(
                 f"{len(self.ohlc_slips)} bars with High/Low slightly inside Open/Close: {shown}"
                 + (f" (+{more} more)" if more > 0 else "")
             )
         return ", ".join(parts)
-
-
-def _dates(index: pd.Index, mask: np.ndarray | pd.Series) -> str:
-    days = [d.strftime("%Y-%m-%d") for d in index[np.asarray(mask, dtype=bool)]]
-    shown = ", ".join(days[:_SHOWN_DATES])
-    return shown + (f" (+{len(days) - _SHOWN_DATES} more)" if len(days) > _SHOWN_DATES else "")
 
 
 def validate_prices(
@@ -89,50 +80,20 @@ def validate_prices(
         raise PriceValidationError(subject, ["the index is not a DatetimeIndex of trading dates"])
 
     frame = frame.loc[:, list(PRICE_COLUMNS)].astype("float64")
-    index = frame.index
-    problems: list[str] = []
-    if index.tz is not None:
-        problems.append("dates carry a time zone; expected naive trading dates")
-    duplicated = index.duplicated(keep=False)
-    if duplicated.any():
-        problems.append(f"duplicated dates {_dates(index, duplicated)}")
-    elif not index.is_monotonic_increasing:
-        backwards = np.r_[False, np.diff(index.asi8) < 0]
-        problems.append(f"dates not sorted: {_dates(index, backwards)} comes after a later date")
+    bars = Bars.from_frame(frame)
+    problems = ["dates carry a time zone; expected naive trading dates"] if frame.index.tz else []
+    problems += order_problems(bars.days)
+    broken, slips = value_problems(bars, ohlc_tolerance)
+    if problems + broken:
+        raise PriceValidationError(subject, problems + broken)
 
-    values = frame.to_numpy()
-    non_finite = ~np.isfinite(values).all(axis=1)
-    if non_finite.any():
-        problems.append(f"NaN or infinite values on {_dates(index, non_finite)}")
-    with np.errstate(invalid="ignore"):
-        not_positive = (frame[[*OHLC, "Adj Close"]] <= 0).any(axis=1) & ~non_finite
-        if not_positive.any():
-            problems.append(f"zero or negative prices on {_dates(index, not_positive)}")
-        negative_volume = frame["Volume"] < 0
-        if negative_volume.any():
-            problems.append(f"negative volume on {_dates(index, negative_volume)}")
-        body_top = frame[["Open", "Close"]].max(axis=1)
-        body_bottom = frame[["Open", "Close"]].min(axis=1)
-        high_miss = body_top / frame["High"] - 1  # > 0: High below the body
-        low_miss = 1 - body_bottom / frame["Low"]  # > 0: Low above the body
-        high_low = high_miss > ohlc_tolerance
-        if high_low.any():
-            problems.append(f"High below max(Open, Close) on {_dates(index, high_low)}")
-        low_high = low_miss > ohlc_tolerance
-        if low_high.any():
-            problems.append(f"Low above min(Open, Close) on {_dates(index, low_high)}")
-        slips = ((high_miss > 1e-6) | (low_miss > 1e-6)) & ~high_low & ~low_high
-    if problems:
-        raise PriceValidationError(subject, problems)
-
-    traded = frame["Volume"] > 0
+    traded = bars.volume > 0
+    trading_days(bars, subject)  # refuses a frame with no trading day left
     clean = frame.loc[traded]
-    if clean.empty:
-        raise PriceValidationError(subject, ["every row has zero volume (no trading day left)"])
     report = ValidationReport(
         rows=len(clean),
         dropped_zero_volume=int((~traded).sum()),
-        ohlc_slips=[d.strftime("%Y-%m-%d") for d in index[(slips & traded).to_numpy()]],
+        ohlc_slips=list(np.datetime_as_string(bars.days[slips & traded], unit="D")),
     )
     moves = clean["Close"].pct_change()
     for day, move in moves[moves.abs() > BIG_MOVE].items():
@@ -202,7 +163,7 @@ def read_price_csv(path: str | Path, required: tuple[str, ...] = PRICE_COLUMNS) 
         raise PriceFileError(path, "a header and no rows")
     dates = pd.to_datetime(frame.index, errors="coerce", format="mixed")
     if dates.isna().any():
-        bad = [repr(str(v)) for v in frame.index[dates.isna()][:_SHOWN_DATES]]
+        bad = [repr(str(v)) for v in frame.index[dates.isna()][:SHOWN_DATES]]
         raise PriceFileError(path, f"dates that are no dates: {', '.join(bad)}")
     frame.index = dates
     frame = normalize_frame(frame)
