@@ -6,13 +6,12 @@ computing its answer is all it does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.core.naming import check_ticker
 from services.predictor.artifacts import ModelIdentity
 from services.predictor.errors import InvalidInput, ModelNotFound, ModelNotReady
-from services.predictor.forecasts import Bar, Forecast, forecast_next, history_frame
+from services.predictor.forecasts import Forecast, History, forecast_next, request_bars
 from services.predictor.store import ModelStore, TickerState
 
 
@@ -35,12 +34,12 @@ class Predictor:
         self.store = store
         self.max_history_bars = max_history_bars
 
-    def forecast(self, ticker: str, history: Sequence[Bar] | None = None) -> Forecast:
+    def forecast(self, ticker: str, history: History | None = None) -> Forecast:
         state = self._state_for(ticker)
         if not history:
             return state.latest
-        prices = history_frame(history, state.model, self.max_history_bars)
-        return forecast_next(state.ticker, state.identity, state.model, prices, synthetic=False)
+        bars = request_bars(history, state.model, self.max_history_bars)
+        return forecast_next(state.ticker, state.identity, state.model, bars, synthetic=False)
 
     def describe(self, ticker: str = "") -> list[ModelDescription]:
         tickers = [ticker] if ticker else self.store.tickers

@@ -1,20 +1,35 @@
-"""What a forecast is, and how one is made from a model and prices: no transport, no state."""
+"""What a forecast is, and how one is made from a model and bars: no transport, no state."""
 
 from __future__ import annotations
 
-import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-import pandas as pd
+import numpy as np
 
 from services.core.calendar import next_trading_day
 from services.core.forecaster import ForecastModel
-from services.core.prices import PriceValidationError, validate_prices
+from services.core.price_rules import Bars, PriceValidationError, trading_days, value_problems
 from services.predictor.artifacts import ModelIdentity
 from services.predictor.errors import InvalidInput
+
+_ISO_DAYS = re.compile(r"\d{4}-\d\d-\d\d(?:\|\d{4}-\d\d-\d\d)*")
+_FIRST_DAY = np.datetime64("0001-01-01")  # numpy has a year 0; the calendar does not
+_DASHES, _DIGITS = [4, 7], [0, 1, 2, 3, 5, 6, 8, 9]  # where YYYY-MM-DD has what
+
+
+class BarLike(Protocol):
+    """A daily bar as a request carries it: the proto's Bar, or a ``Bar``."""
+
+    date: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
 
 
 class Bar(NamedTuple):
@@ -24,6 +39,25 @@ class Bar(NamedTuple):
     low: float
     close: float
     volume: float
+
+
+class History(NamedTuple):
+    """A request's bars as columns, before any rule is checked: the dates as sent (text, or
+    the 10 bytes of each date when read from the request's wire bytes) and five floats."""
+
+    dates: Sequence[str] | np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    @classmethod
+    def of(cls, bars: Sequence[BarLike]) -> History:
+        """Field by field, for any bars."""
+        rows = [(b.date, b.open, b.high, b.low, b.close, b.volume) for b in bars]
+        dates, *columns = zip(*rows, strict=True) if rows else ((),) * 6
+        return cls(dates, *np.array(columns, dtype="float64").reshape(5, -1))
 
 
 @dataclass(frozen=True)
@@ -45,62 +79,82 @@ class Forecast:
 
 
 def forecast_next(
-    ticker: str,
-    identity: ModelIdentity,
-    model: ForecastModel,
-    prices: pd.DataFrame,
-    synthetic: bool,
+    ticker: str, identity: ModelIdentity, model: ForecastModel, bars: Bars, synthetic: bool
 ) -> Forecast:
-    """The forecast for the trading day after the last bar of ``prices``."""
-    result = model.forecast_last(prices)
-    last_date = result.anchor_dates[0].date()
+    """The forecast for the trading day after the last of ``bars``."""
+    quantiles = model.forecast_next(bars)
+    last_date = bars.days[-1].item()
     return Forecast(
         ticker=ticker,
         last_date=last_date,
-        last_close=float(result.last_close[0]),
+        last_close=float(bars.close[-1]),
         target_date=next_trading_day(last_date),
-        predicted_close=float(result.median[0]),
-        lower=float(result.prices[0, 0]),
-        upper=float(result.prices[0, -1]),
+        predicted_close=float(quantiles[len(quantiles) // 2]),
+        lower=float(quantiles[0]),
+        upper=float(quantiles[-1]),
         level=model.interval_level,
         model=identity,
         synthetic_data=synthetic,
     )
 
 
-def history_frame(history: Sequence[Bar], model: ForecastModel, max_bars: int) -> pd.DataFrame:
-    """A request's bars as a validated price frame; InvalidInput names the first broken rule."""
-    if len(history) > max_bars:
-        raise InvalidInput(f"history has {len(history)} bars; at most {max_bars} are accepted")
-    days = []
-    for number, bar in enumerate(history, start=1):
-        try:
-            days.append(date.fromisoformat(bar.date))
-        except ValueError:
-            raise InvalidInput(
-                f"history bar {number} has date {bar.date!r}; expected YYYY-MM-DD"
-            ) from None
-    for earlier, later in itertools.pairwise(days):
-        if later <= earlier:
-            raise InvalidInput(f"history dates must strictly increase: {later} follows {earlier}")
-    frame = pd.DataFrame(
-        {
-            "Open": [b.open for b in history],
-            "High": [b.high for b in history],
-            "Low": [b.low for b in history],
-            "Close": [b.close for b in history],
-            "Adj Close": [b.close for b in history],
-            "Volume": [b.volume for b in history],
-        },
-        index=pd.DatetimeIndex(days, name="Date"),
-    )
+def request_bars(history: History, model: ForecastModel, max_bars: int) -> Bars:
+    """A request's bars, checked by the same rules as every price frame, zero-volume days
+    dropped; InvalidInput names what is wrong."""
+    if len(history.dates) > max_bars:
+        raise InvalidInput(
+            f"history has {len(history.dates)} bars; at most {max_bars} are accepted"
+        )
+    days = _days(history.dates)
+    backwards = np.flatnonzero(np.diff(days) <= np.timedelta64(0, "D"))
+    if backwards.size:
+        later, earlier = days[backwards[0] + 1], days[backwards[0]]
+        raise InvalidInput(f"history dates must strictly increase: {later} follows {earlier}")
+    h = history
+    bars = Bars(days, h.open, h.high, h.low, h.close, h.close, h.volume)  # no Adj Close in a bar
     try:
-        frame, _ = validate_prices(frame, "history")
+        problems, _ = value_problems(bars)
+        if problems:
+            raise PriceValidationError("history", problems)
+        bars = trading_days(bars, "history")
     except PriceValidationError as exc:
         raise InvalidInput(str(exc)) from None
-    if len(frame) < model.bars_needed:
+    if len(bars) < model.bars_needed:
         raise InvalidInput(
-            f"history has {len(frame)} usable bars; the model needs at least {model.bars_needed} "
+            f"history has {len(bars)} usable bars; the model needs at least {model.bars_needed} "
             f"(a window of {model.window} plus {model.bars_needed - model.window} of warm-up)"
         )
-    return frame
+    return bars
+
+
+def _days(dates: Sequence[str] | np.ndarray) -> np.ndarray:
+    """The bars' dates, which must be YYYY-MM-DD; InvalidInput names the first that is not."""
+    # The common case in one check of the spelling and one numpy parse (which refuses a 13th
+    # month or a 30th of February); anything else takes the slow path, which says which
+    # bar is wrong exactly as date.fromisoformat sees it.
+    if _spelled_as_days(dates):
+        try:
+            days = np.array(dates, dtype="datetime64[D]")
+            if not len(days) or days.min() >= _FIRST_DAY:
+                return days
+        except ValueError:
+            pass
+    texts = [d.decode(errors="replace") if isinstance(d, bytes) else d for d in dates]
+    parsed = []
+    for number, text in enumerate(texts, start=1):
+        try:
+            parsed.append(date.fromisoformat(text))
+        except ValueError:
+            raise InvalidInput(
+                f"history bar {number} has date {text!r}; expected YYYY-MM-DD"
+            ) from None
+    return np.array(parsed, dtype="datetime64[D]")
+
+
+def _spelled_as_days(dates: Sequence[str] | np.ndarray) -> bool:
+    """Every date spelled YYYY-MM-DD in digits."""
+    if isinstance(dates, np.ndarray):  # 10 bytes each, from the wire
+        spelled = np.frombuffer(dates.tobytes(), dtype=np.uint8).reshape(-1, 10)
+        digits = spelled[:, _DIGITS] - ord("0")
+        return bool((spelled[:, _DASHES] == ord("-")).all() and (digits < 10).all())
+    return bool(_ISO_DAYS.fullmatch("|".join(dates)))

@@ -6,7 +6,8 @@ import math
 
 from services.api import forecast_pb2, forecast_pb2_grpc
 from services.predictor.dataplane import ModelDescription, Predictor
-from services.predictor.forecasts import Bar, Forecast
+from services.predictor.forecasts import Forecast
+from services.predictor.wire import history_of
 
 
 def _model_ref(identity) -> forecast_pb2.ModelRef:
@@ -62,8 +63,8 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServiceServicer):
         self.predictor = predictor
 
     def Forecast(self, request, context):  # noqa: N802 (gRPC's method name)
-        history = [Bar(b.date, b.open, b.high, b.low, b.close, b.volume) for b in request.history]
-        return forecast_to_proto(self.predictor.forecast(request.ticker, history or None))
+        history = history_of(request) if request.history else None
+        return forecast_to_proto(self.predictor.forecast(request.ticker, history))
 
     def GetModelInfo(self, request, context):  # noqa: N802
         descriptions = self.predictor.describe(request.ticker)

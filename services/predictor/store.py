@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 
 from services.core.forecaster import ForecastModel
 from services.core.naming import ModelReference
+from services.core.price_rules import Bars
 from services.core.snapshots import Snapshot, SnapshotStore
 from services.predictor import artifacts
 from services.predictor.artifacts import ModelIdentity
@@ -198,7 +199,7 @@ class ModelStore:
         prices: pd.DataFrame,
     ) -> TickerState:
         # Forecasting the latest prices also warms onnxruntime up before the first request.
-        latest = forecast_next(ticker, identity, model, prices, snapshot.synthetic)
+        latest = forecast_next(ticker, identity, model, Bars.from_frame(prices), snapshot.synthetic)
         return TickerState(
             ticker, identity, model, snapshot, prices, latest, self._realized(model, prices)
         )

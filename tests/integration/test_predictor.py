@@ -44,13 +44,13 @@ def client(predictor):
 
 def test_forecast_from_latest_prices_equals_the_onnx_model(client, served_model, onnx_model):
     response = client.forecast(served_model.ticker)
-    expected = onnx_model.forecast_last(served_model.prices)
+    expected = onnx_model.forecast(served_model.prices)  # every window of the whole frame
     assert response.last_date == "2023-12-28"  # 29 Dec 2023 was B3's last-weekday holiday
     assert response.target_date == next_trading_day(pd.Timestamp("2023-12-28").date()).isoformat()
     assert response.last_close == pytest.approx(served_model.prices["Close"].iloc[-1])
-    assert response.predicted_close == pytest.approx(expected.median[0], rel=1e-6)
-    assert response.interval.lower == pytest.approx(expected.prices[0, 0], rel=1e-6)
-    assert response.interval.upper == pytest.approx(expected.prices[0, -1], rel=1e-6)
+    assert response.predicted_close == pytest.approx(expected.median[-1], rel=1e-6)
+    assert response.interval.lower == pytest.approx(expected.prices[-1, 0], rel=1e-6)
+    assert response.interval.upper == pytest.approx(expected.prices[-1, -1], rel=1e-6)
     assert response.interval.level == pytest.approx(0.8)
     assert response.change_pct == pytest.approx(
         100 * (response.predicted_close / response.last_close - 1)
@@ -61,10 +61,10 @@ def test_forecast_from_latest_prices_equals_the_onnx_model(client, served_model,
 def test_forecast_from_explicit_history_equals_the_onnx_model(client, served_model, onnx_model):
     history = served_model.prices.iloc[-300:-100]
     response = client.forecast(served_model.ticker, bars_from_frame(history))
-    expected = onnx_model.forecast_last(history)
+    expected = onnx_model.forecast(history)
     assert response.last_date == history.index[-1].strftime("%Y-%m-%d")
-    assert response.predicted_close == pytest.approx(expected.median[0], rel=1e-6)
-    assert response.interval.upper == pytest.approx(expected.prices[0, -1], rel=1e-6)
+    assert response.predicted_close == pytest.approx(expected.median[-1], rel=1e-6)
+    assert response.interval.upper == pytest.approx(expected.prices[-1, -1], rel=1e-6)
     assert not response.synthetic_data  # the request's bars are the caller's, whatever they are
 
 

@@ -84,10 +84,10 @@ def request(ticker=TICKER, history=()):
 
 def test_latest_forecast_is_converted_whole(servicer, model, prices):
     response = servicer.Forecast(request(), None)
-    expected = model.forecast_last(prices)
+    expected = model.forecast(prices)
     assert response.ticker == TICKER and response.synthetic_data
     assert response.last_date == "2022-12-29" and response.target_date == "2023-01-02"
-    assert response.predicted_close == pytest.approx(expected.median[0])
+    assert response.predicted_close == pytest.approx(expected.median[-1])
     assert response.interval.lower <= response.predicted_close <= response.interval.upper
     assert response.model == forecast_pb2.ModelRef(name="lstm-U.SA", version="3", run_id="run3")
 
@@ -96,7 +96,7 @@ def test_history_forecast_uses_only_the_given_bars(servicer, model, prices):
     window = prices.iloc[-120:-50]
     response = servicer.Forecast(request(history=bars_from_frame(window)), None)
     assert response.last_date == window.index[-1].strftime("%Y-%m-%d")
-    assert response.predicted_close == pytest.approx(model.forecast_last(window).median[0])
+    assert response.predicted_close == pytest.approx(model.forecast(window).median[-1])
     assert not np.isclose(
         response.predicted_close, servicer.Forecast(request(), None).predicted_close
     )
