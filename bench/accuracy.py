@@ -48,7 +48,7 @@ def run_one(kind: str, ticker: str) -> dict:
                 ticker=ticker,
                 data=csv,
                 test_start=TEST_START,
-                register=False,
+                register_model=False,
                 progress_bar=False,
                 work_dir=Path(store) / "work",
                 experiment=f"bench-{ticker}",

@@ -478,7 +478,8 @@ def register_crafted_model(
     import torch
     from mlflow import MlflowClient
 
-    from services.core.features import FEATURES, TARGET
+    from services.core.features import FEATURES, Calibration
+    from services.core.model_card import DataLineage, ModelCard
     from trainer.data import PriceDataModule
     from trainer.export import export_onnx
     from trainer.model import LSTMFactory
@@ -490,20 +491,16 @@ def register_crafted_model(
     with torch.no_grad():
         net.head.weight.zero_()
         net.head.bias.copy_(torch.tensor([0.0, rise, 0.0]))  # the median: up, every day
-    metadata = {
-        "window": 20,
-        "features": list(FEATURES),
-        "target": TARGET,
-        "quantiles": [0.1, 0.5, 0.9],
-        "calibration": {"shrink": 1.0, "widen": 0.0},
-    }
-    if trained_through:
-        metadata["data"] = {"last_date": trained_through}
+    card = ModelCard(
+        window=20,
+        calibration=Calibration(shrink=1.0, widen=0.0),
+        data=DataLineage(last_date=trained_through or ""),
+    )
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         export_onnx(net, dm.subset("test").x, folder / "model.onnx")
         (folder / "scaler.json").write_text(json.dumps(dm.scaler.to_dict()))
-        (folder / "metadata.json").write_text(json.dumps(metadata))
+        card.write(folder)
         mlflow.set_experiment("crafted-models")
         with mlflow.start_run() as run:
             mlflow.log_artifacts(str(folder), "model")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from services.core.features import Calibration, to_prices, to_return_quantiles
+from services.core.scoring import against_naive
 
 SHRINK_GRID = np.linspace(0.0, 1.0, 21)
 DM_CRITICAL = 1.645  # one-sided 5 % level of the standard normal
@@ -65,16 +66,15 @@ def evaluate(
     Every row gets its MAE as a ratio to the naive MAE.
     """
     last_close = prices["Close"].reindex(anchors).to_numpy()
+    medians = {name: q[:, q.shape[1] // 2] for name, q in quantile_prices.items()}
+    medians |= baseline_forecasts(prices, anchors)
     rows: dict[str, dict[str, float]] = {}
-    for name, q in quantile_prices.items():
-        rows[name] = point_metrics(actual, q[:, q.shape[1] // 2], last_close)
-        if q.shape[1] > 1:  # a point forecast has no interval to score
-            rows[name] |= interval_metrics(actual, q[:, 0], q[:, -1])
-    for name, forecast in baseline_forecasts(prices, anchors).items():
+    for name, forecast in medians.items():
         rows[name] = point_metrics(actual, forecast, last_close)
-    naive_mae = rows["naive"]["mae_brl"]
-    for row in rows.values():
-        row["mae_ratio_naive"] = row["mae_brl"] / naive_mae
+        rows[name]["mae_ratio_naive"] = against_naive(forecast, actual, last_close).ratio
+        q = quantile_prices.get(name)
+        if q is not None and q.shape[1] > 1:  # a point forecast has no interval to score
+            rows[name] |= interval_metrics(actual, q[:, 0], q[:, -1])
     return rows
 
 

@@ -1,7 +1,9 @@
-"""ONNX export of the best network, refused unless onnxruntime agrees with torch."""
+"""The served model folder: the best network as ONNX, refused unless onnxruntime agrees with
+torch, beside its scaler."""
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -10,7 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from services.core.forecaster import INPUT_NAME, OUTPUT_NAME
+from services.core.features import Scaler
+from services.core.forecaster import INPUT_NAME, MODEL_FILE, OUTPUT_NAME, SCALER_FILE
 from trainer.model import LSTMFactory
 
 log = logging.getLogger(__name__)
@@ -58,3 +61,13 @@ def export_onnx(net: LSTMFactory, sample: np.ndarray, path: Path) -> float:
         "ONNX export checked on %d windows: max |onnx - torch| = %.2e", len(sample), difference
     )
     return difference
+
+
+def write_served_model(folder: Path, net: LSTMFactory, sample: np.ndarray, scaler: Scaler) -> float:
+    """model.onnx (checked against torch on ``sample``) and scaler.json into ``folder``; the
+    model card, which needs the served model's test metrics, is written once they are known.
+    Returns the largest ONNX-against-torch difference."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parity = export_onnx(net, sample, folder / MODEL_FILE)
+    (folder / SCALER_FILE).write_text(json.dumps(scaler.to_dict(), indent=2))
+    return parity

@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 
 from services.core.forecaster import ForecastModel
 from services.core.naming import CHAMPION_ALIAS
+from services.core.scoring import AgainstNaive, against_naive
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +42,20 @@ def champion_mae(
         forecasts = ForecastModel(local).forecast(prices, anchors)
     if not forecasts.anchor_dates.equals(anchors):
         raise ValueError(f"champion {name} v{version} cannot forecast every test day")
-    return float(np.mean(np.abs(forecasts.median - actual)))
+    return against_naive(forecasts.median, actual, forecasts.last_close).mae
 
 
 def decide(
     client: MlflowClient,
     name: str,
-    new_mae: float,
-    naive_mae: float,
+    scored: AgainstNaive,
     prices: pd.DataFrame,
     anchors: pd.DatetimeIndex,
     actual: np.ndarray,
     tolerance: float = 0.0,
 ) -> Decision:
     """Promote when the new MAE is at most the naive MAE and the champion's, on the same days."""
+    new_mae, naive_mae = scored.mae, scored.naive_mae
     if new_mae > naive_mae * (1 + tolerance):
         return Decision(
             False, f"MAE R$ {new_mae:.4f} is worse than the naive forecast's R$ {naive_mae:.4f}"

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from services.core.forecaster import Forecasts
+from trainer.evaluate import summary_table
 
 
 def predictions_frame(
@@ -67,3 +68,21 @@ def _bands(predictions: pd.DataFrame):
         predictions[columns[len(columns) // 2]],
         predictions[columns[-1]],
     )
+
+
+def write_reports(
+    folder: Path,
+    forecasts: Forecasts,
+    target_dates: pd.DatetimeIndex,
+    rows: dict[str, dict[str, float]],
+    title: str,
+    quantiles,
+) -> str:
+    """The summary table, the test predictions and the backtest plot; returns the summary."""
+    summary = summary_table(rows, title)
+    folder.mkdir()
+    predictions = predictions_frame(forecasts, target_dates, quantiles)
+    predictions.to_csv(folder / "test_predictions.csv", index=False)
+    backtest_plot(predictions, title, folder / "backtest.png")
+    (folder / "summary.md").write_text(summary + "\n")
+    return summary

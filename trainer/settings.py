@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from datetime import date
 from pathlib import Path
 
@@ -11,10 +10,6 @@ from pydantic_settings import SettingsConfigDict
 from services.core.naming import Ticker
 from services.core.snapshots import PRICES_EXPERIMENT
 from services.core.tracking import MlflowSettings
-
-# The flag users expect is --register/--no-register; the field's name only shadows
-# ABCMeta.register on the class, which settings never call.
-warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
 class TrainSettings(MlflowSettings):
@@ -53,8 +48,10 @@ class TrainSettings(MlflowSettings):
         10, ge=1, description="epochs without a better validation loss before stopping"
     )
     seed: int = Field(42, description="seed of every random generator")
-    register: bool = Field(
-        True, description="register the model version (--no-register for experiments)"
+    register_model: bool = Field(
+        True,
+        description="register the model version (--no-register for experiments)",
+        json_schema_extra={"flag": "--register"},  # "register" would shadow ABCMeta.register
     )
     champion_tolerance: float = Field(
         0.0,

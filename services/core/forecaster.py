@@ -20,7 +20,6 @@ from services.core.features import (
     LOOKBACK,
     TARGET,
     WARMUP,
-    Calibration,
     Scaler,
     Windows,
     feature_matrix,
@@ -29,11 +28,11 @@ from services.core.features import (
     to_prices,
     to_return_quantiles,
 )
+from services.core.model_card import METADATA_FILE, ModelCard
 from services.core.price_rules import Bars
 
 MODEL_FILE = "model.onnx"
 SCALER_FILE = "scaler.json"
-METADATA_FILE = "metadata.json"
 INPUT_NAME = "window"
 OUTPUT_NAME = "quantiles"
 
@@ -59,18 +58,21 @@ class Forecasts:
 class ForecastModel:
     """Loads and checks one model folder, then turns price frames into forecasts."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, card: ModelCard | None = None):
+        """``card`` stands in for the folder's own while the trainer is still writing it."""
         folder = Path(folder)
-        missing = [
-            f for f in (MODEL_FILE, SCALER_FILE, METADATA_FILE) if not (folder / f).is_file()
-        ]
+        needed = (MODEL_FILE, SCALER_FILE) + (() if card else (METADATA_FILE,))
+        missing = [f for f in needed if not (folder / f).is_file()]
         if missing:
             raise ArtifactError(f"model folder {folder} lacks {', '.join(missing)}")
-        self.metadata: dict = json.loads((folder / METADATA_FILE).read_text())
+        try:
+            self.card = card or ModelCard.read(folder)
+        except ValueError as exc:
+            raise ArtifactError(f"{folder / METADATA_FILE}: {exc}") from exc
         self.scaler = Scaler.from_dict(json.loads((folder / SCALER_FILE).read_text()))
-        self.calibration = Calibration(**self.metadata["calibration"])
-        self.window = int(self.metadata["window"])
-        self.quantiles = tuple(float(q) for q in self.metadata["quantiles"])
+        self.calibration = self.card.calibration
+        self.window = self.card.window
+        self.quantiles = self.card.quantiles
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one request is small; threads only add latency
         options.inter_op_num_threads = 1
@@ -80,20 +82,18 @@ class ForecastModel:
         self._check()
 
     def _check(self) -> None:
-        meta = self.metadata
-        if tuple(meta["features"]) != FEATURES or meta["target"] != TARGET:
+        card = self.card
+        if (card.features, card.target, card.warmup) != (FEATURES, TARGET, WARMUP):
             raise ArtifactError(
-                f"metadata says features {meta['features']} and target {meta['target']!r}; "
-                f"this code computes {list(FEATURES)} and {TARGET!r}"
+                f"the model card says features {list(card.features)}, target {card.target!r} "
+                f"and a warm-up of {card.warmup}; this code computes {list(FEATURES)}, "
+                f"{TARGET!r} and {WARMUP}"
             )
-        middle = len(self.quantiles) // 2
-        if len(self.quantiles) % 2 == 0 or self.quantiles[middle] != 0.5:
-            raise ArtifactError(f"quantiles {self.quantiles} must be odd in number around 0.5")
         (model_input,) = self.session.get_inputs()
         (model_output,) = self.session.get_outputs()
         if model_input.name != INPUT_NAME or model_input.shape[1:] != [self.window, len(FEATURES)]:
             raise ArtifactError(
-                f"model.onnx takes {model_input.name}{model_input.shape}; metadata expects "
+                f"model.onnx takes {model_input.name}{model_input.shape}; the model card expects "
                 f"{INPUT_NAME}[batch, {self.window}, {len(FEATURES)}]"
             )
         if model_output.shape[-1] != len(self.quantiles):
@@ -104,7 +104,7 @@ class ForecastModel:
 
     @property
     def interval_level(self) -> float:
-        return self.quantiles[-1] - self.quantiles[0]
+        return self.card.interval_level
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """The ONNX graph's output for scaled windows: sorted quantiles of the scaled target."""
@@ -129,7 +129,7 @@ class ForecastModel:
     @property
     def bars_needed(self) -> int:
         """Bars one forecast needs: the window plus the features' warm-up."""
-        return self.window + WARMUP
+        return self.card.bars_needed
 
     def forecast_next(self, bars: Bars) -> np.ndarray:
         """Price quantiles for the day after the last bar, from the bars one forecast needs.

@@ -56,7 +56,7 @@ def fetch(identity: ModelIdentity, cache_dir: Path) -> Path:
 def load(ticker: str, identity: ModelIdentity, cache_dir: Path) -> ForecastModel:
     """Fetch, load and check one resolved version for ``ticker``."""
     model = ForecastModel(fetch(identity, cache_dir))
-    trained_for = model.metadata.get("ticker")
+    trained_for = model.card.ticker
     if trained_for and trained_for != ticker:
         raise ValueError(f"{identity.uri} was trained for {trained_for}, not {ticker}")
     return model

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.core.model_card import ModelCard
 from services.core.naming import check_ticker
 from services.predictor.artifacts import ModelIdentity
 from services.predictor.errors import InvalidInput, ModelNotFound, ModelNotReady
@@ -19,11 +20,7 @@ from services.predictor.store import ModelStore, TickerState
 class ModelDescription:
     ticker: str
     identity: ModelIdentity
-    metadata: dict
-    window: int
-    min_history_bars: int
-    quantiles: tuple[float, ...]
-    interval_level: float
+    card: ModelCard
     prices_last_date: str
 
 
@@ -47,14 +44,7 @@ class Predictor:
 
     def _description(self, state: TickerState) -> ModelDescription:
         return ModelDescription(
-            ticker=state.ticker,
-            identity=state.identity,
-            metadata=state.model.metadata,
-            window=state.model.window,
-            min_history_bars=state.model.bars_needed,
-            quantiles=state.model.quantiles,
-            interval_level=state.model.interval_level,
-            prices_last_date=state.snapshot.last_date,
+            state.ticker, state.identity, state.model.card, state.snapshot.last_date
         )
 
     def _state_for(self, ticker: str) -> TickerState:

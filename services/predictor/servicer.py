@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from services.api import forecast_pb2, forecast_pb2_grpc
 from services.predictor.dataplane import ModelDescription, Predictor
 from services.predictor.forecasts import Forecast
@@ -32,28 +30,22 @@ def forecast_to_proto(forecast: Forecast) -> forecast_pb2.ForecastResponse:
     )
 
 
-def _finite_metrics(metrics: dict | None) -> dict[str, float]:
-    return {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)}
-
-
 def description_to_proto(description: ModelDescription) -> forecast_pb2.ModelInfo:
-    meta = description.metadata
-    data = meta.get("data", {})
-    metrics = meta.get("metrics", {})
+    card = description.card
     return forecast_pb2.ModelInfo(
         ticker=description.ticker,
         model=_model_ref(description.identity),
         uri=description.identity.uri,
-        trained_at=meta.get("trained_at", ""),
-        data_first_date=data.get("first_date", ""),
-        data_last_date=data.get("last_date", ""),
-        synthetic_data=bool(data.get("synthetic", False)),
-        window=description.window,
-        min_history_bars=description.min_history_bars,
-        quantiles=description.quantiles,
-        interval_level=description.interval_level,
-        test_metrics=_finite_metrics(metrics.get("lstm")),
-        naive_metrics=_finite_metrics(metrics.get("naive")),
+        trained_at=card.trained_at,
+        data_first_date=card.data.first_date,
+        data_last_date=card.data.last_date,
+        synthetic_data=card.data.synthetic,
+        window=card.window,
+        min_history_bars=card.bars_needed,
+        quantiles=card.quantiles,
+        interval_level=card.interval_level,
+        test_metrics=card.finite_metrics("lstm"),
+        naive_metrics=card.finite_metrics("naive"),
         prices_last_date=description.prices_last_date,
     )
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
 from services.core.forecaster import ForecastModel
 from services.core.naming import ModelReference
 from services.core.price_rules import Bars
+from services.core.scoring import AgainstNaive, against_naive
 from services.core.snapshots import Snapshot, SnapshotStore
 from services.predictor import artifacts
 from services.predictor.artifacts import ModelIdentity
@@ -32,16 +32,6 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RealizedErrors:
-    """How the model did on the latest days it had not been trained on."""
-
-    days: int
-    last_abs_error: float
-    mae: float
-    naive_mae: float
-
-
-@dataclass(frozen=True)
 class TickerState:
     ticker: str
     identity: ModelIdentity
@@ -49,7 +39,7 @@ class TickerState:
     snapshot: Snapshot
     prices: pd.DataFrame
     latest: Forecast  # computed once per snapshot: a forecast from the latest prices is a lookup
-    realized: RealizedErrors | None
+    realized: AgainstNaive | None  # on the latest days the model had not been trained on
 
 
 class ModelStore:
@@ -204,15 +194,13 @@ class ModelStore:
             ticker, identity, model, snapshot, prices, latest, self._realized(model, prices)
         )
 
-    def _realized(self, model: ForecastModel, prices: pd.DataFrame) -> RealizedErrors | None:
+    def _realized(self, model: ForecastModel, prices: pd.DataFrame) -> AgainstNaive | None:
         """Errors on days after the model's training data, now that their closes are known.
 
         Those forecasts are out of sample: the model never saw those days. They are what
         the rolling MAE alert compares with the naive forecast.
         """
-        trained_through = pd.Timestamp(
-            model.metadata.get("data", {}).get("last_date", prices.index[-1])
-        )
+        trained_through = pd.Timestamp(model.card.data.last_date or prices.index[-1])
         # Days after the training data; the last bar has no next close yet.
         unseen = prices.index[prices.index >= trained_through][:-1]
         if len(unseen) == 0:
@@ -220,11 +208,7 @@ class ModelStore:
         anchors = unseen[-self.realized_window :]
         start = max(0, prices.index.get_loc(anchors[0]) - model.bars_needed)
         result = model.forecast(prices.iloc[start:], anchors)
-        errors = np.abs(result.median - result.actual)
-        naive = np.abs(result.last_close - result.actual)
-        return RealizedErrors(
-            len(errors), float(errors[-1]), float(errors.mean()), float(naive.mean())
-        )
+        return against_naive(result.median, result.actual, result.last_close)
 
     def _install(self, state: TickerState) -> None:
         previous = self._states.get(state.ticker)
@@ -244,7 +228,7 @@ class ModelStore:
             datetime.combine(state.latest.last_date, datetime.min.time(), UTC).timestamp()
         )
         if state.realized is not None:
-            m.realized_error.labels(t).set(state.realized.last_abs_error)
+            m.realized_error.labels(t).set(state.realized.last_error)
             m.realized_mae.labels(t).set(state.realized.mae)
             m.realized_naive_mae.labels(t).set(state.realized.naive_mae)
             m.realized_days.labels(t).set(state.realized.days)

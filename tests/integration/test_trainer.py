@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import tempfile
@@ -18,6 +17,7 @@ from mlflow import MlflowClient
 
 from services.core.features import FEATURES, TARGET
 from services.core.forecaster import ForecastModel
+from services.core.model_card import ModelCard
 from services.core.naming import CHAMPION_ALIAS
 from services.ingestion.sources import SyntheticSource
 from tests.helpers import (
@@ -157,13 +157,11 @@ def test_training_registers_a_version_with_every_artifact(mlflow_env, names, pri
             f"models:/lstm-{names['ticker']}/1", dst_path=folder
         )
         model = ForecastModel(local)
-        metadata = json.loads((Path(local) / "metadata.json").read_text())
-    assert metadata["features"] == list(FEATURES) and metadata["target"] == TARGET
-    assert metadata["data"]["snapshot_run_id"] == snapshot_run
-    assert metadata["metrics"]["lstm"]["mae_brl"] == pytest.approx(
-        run.data.metrics["test_lstm_mae_brl"]
-    )
-    assert model.window == 20 and metadata["onnx_max_abs_diff"] <= 1e-5
+        card = ModelCard.read(Path(local))
+    assert card.features == FEATURES and card.target == TARGET
+    assert card.data.snapshot_run_id == snapshot_run and card.ticker == names["ticker"]
+    assert card.metrics["lstm"]["mae_brl"] == pytest.approx(run.data.metrics["test_lstm_mae_brl"])
+    assert model.window == 20 and card.onnx_max_abs_diff <= 1e-5
 
 
 def test_alias_moves_on_an_improvement(mlflow_env, names, prices, tmp_path):

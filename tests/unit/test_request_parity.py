@@ -26,12 +26,13 @@ from services.core.features import (
     FEATURES,
     LOOKBACK,
     MIN_VOLATILITY,
-    TARGET,
     WARMUP,
+    Calibration,
     feature_frame,
     realized_volatility,
 )
 from services.core.forecaster import ForecastModel
+from services.core.model_card import ModelCard
 from services.core.price_rules import Bars
 from services.core.prices import read_price_csv, validate_prices
 from services.ingestion.sources import SyntheticSource
@@ -159,17 +160,7 @@ def model(tmp_path_factory) -> ForecastModel:
         LSTMFactory(len(FEATURES), hidden_size=8), dm.subset("test").x, folder / "model.onnx"
     )
     (folder / "scaler.json").write_text(json.dumps(dm.scaler.to_dict()))
-    (folder / "metadata.json").write_text(
-        json.dumps(
-            {
-                "window": WINDOW,
-                "features": list(FEATURES),
-                "target": TARGET,
-                "quantiles": [0.1, 0.5, 0.9],
-                "calibration": {"shrink": 0.7, "widen": 0.2},
-            }
-        )
-    )
+    ModelCard(window=WINDOW, calibration=Calibration(shrink=0.7, widen=0.2)).write(folder)
     return ForecastModel(folder)
 
 

@@ -11,8 +11,9 @@ import torch
 
 from services.api import forecast_pb2
 from services.client.client import bars_from_frame
-from services.core.features import FEATURES, TARGET
+from services.core.features import FEATURES
 from services.core.forecaster import ForecastModel
+from services.core.model_card import DataLineage, ModelCard
 from services.core.naming import ModelReference
 from services.core.snapshots import Snapshot
 from services.ingestion.sources import SyntheticSource
@@ -48,20 +49,12 @@ def model(prices, tmp_path_factory):
         LSTMFactory(len(FEATURES), hidden_size=8), dm.subset("test").x, folder / "model.onnx"
     )
     (folder / "scaler.json").write_text(json.dumps(dm.scaler.to_dict()))
-    (folder / "metadata.json").write_text(
-        json.dumps(
-            {
-                "ticker": TICKER,
-                "window": 10,
-                "features": list(FEATURES),
-                "target": TARGET,
-                "quantiles": [0.1, 0.5, 0.9],
-                "calibration": {"shrink": 1.0, "widen": 0.0},
-                "data": {"last_date": "2022-12-29"},
-                "metrics": {"lstm": {"mae_brl": 0.5}, "naive": {"mae_brl": 0.5}},
-            }
-        )
-    )
+    ModelCard(
+        ticker=TICKER,
+        window=10,
+        data=DataLineage(last_date="2022-12-29"),
+        metrics={"lstm": {"mae_brl": 0.5}, "naive": {"mae_brl": 0.5}},
+    ).write(folder)
     return ForecastModel(folder)
 
 

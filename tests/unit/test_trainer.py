@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from services.core.features import FEATURES, to_return_quantiles
+from services.core.scoring import AgainstNaive
 from services.ingestion.sources import SyntheticSource
 from tests.helpers import predictable_prices
 from trainer.data import DataError, PriceDataModule
@@ -174,7 +175,8 @@ def test_baselines_and_every_ratio_to_the_naive_mae(prices):
 
 
 def test_the_gate_refuses_a_model_worse_than_naive_before_asking_the_registry():
-    decision = decide(None, "lstm-X.SA", 0.51, 0.50, None, None, None)
+    scored = AgainstNaive(days=250, mae=0.51, naive_mae=0.50, last_error=0.4)
+    decision = decide(None, "lstm-X.SA", scored, None, None, None)
     assert not decision.promote
     assert decision.reason == "MAE R$ 0.5100 is worse than the naive forecast's R$ 0.5000"
 
