@@ -73,7 +73,7 @@ proto-check: proto ## fail when the committed stubs differ from freshly generate
 
 .PHONY: demo
 demo: $(STAMP) ## run the whole loop locally: MLflow, ingest, train, serve, forecast (state in demo/)
-	$(PY) scripts/demo.py
+	$(PY) -m scripts.demo
 
 .PHONY: bench
 bench: bench-accuracy bench-serving bench-containers ## run every benchmark; reports land in bench/reports/

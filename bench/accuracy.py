@@ -19,8 +19,10 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from scripts.harness.settings import DevSettings
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = DevSettings().shared_dir / "data"  # PETR4_DEV_SHARED_DIR moves it
 REPORTS = ROOT / "bench" / "reports"
 TICKERS = ("PETR4.SA", "VALE3.SA", "ITUB4.SA", "BBDC4.SA")
 TEST_START = date(2024, 1, 1)

@@ -26,8 +26,8 @@ from bench.serving import rss_mb
 from scripts.build_images import chart_app_version
 from scripts.harness.chart import Helm, by_kind, named, one_host_flags, pod_spec
 from scripts.harness.pods import PodHost, service_hosts
+from scripts.harness.processes import free_port
 from services.client.client import ForecastClient
-from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "bench" / "reports"

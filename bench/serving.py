@@ -24,11 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.harness.processes import (
+    BIN,
+    MlflowServer,
+    PredictorProcess,
+    free_port,
+    run_cli,
+    wait_until,
+)
+from scripts.harness.settings import DevSettings
 from services.client.client import ForecastClient, bars_from_frame
-from tests.helpers import BIN, MlflowServer, PredictorProcess, free_port, run_cli, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = DevSettings().shared_dir / "data"  # PETR4_DEV_SHARED_DIR moves it
 REPORTS = ROOT / "bench" / "reports"
 TICKER = "PETR4.SA"
 CASES = {"latest prices": 0, "80 bars": 80, "200 bars": 200, "1,000 bars": 1000}

@@ -7,17 +7,18 @@ a forecast through the client; then where to look, and everything stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
+from scripts.harness.processes import BIN, QUIET_MLFLOW, MlflowServer, PredictorProcess
+
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / "demo"
-BIN = Path(sys.executable).parent
 TICKER = os.environ.get("DEMO_TICKER", "PETR4.SA")
 
 
@@ -43,79 +44,54 @@ def run(*args: str, env: dict) -> subprocess.CompletedProcess:
     return result
 
 
-def wait_for(process: subprocess.Popen, ready, seconds: float, what: str, log: Path) -> None:
-    """Until ``ready()``; a process that exits, or a deadline, ends the demo with its log."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and process.poll() is None:
-        if ready():
-            return
-        time.sleep(0.3)
-    state = (
-        f"exited {process.returncode}"
-        if process.poll() is not None
-        else f"not up in {seconds:.0f} s"
-    )
-    tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
-    raise SystemExit(f"demo: {what} {state}; its log is {log}:\n{tail}")
-
-
-def http_ok(url: str) -> bool:
+def started(server, what: str, log: Path):
+    """``server`` started, or the demo ends with the tail of its log."""
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
+        return server.start()
+    except (RuntimeError, TimeoutError) as exc:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+        raise SystemExit(
+            f"demo: {what} did not come up ({exc}); its log is {log}:\n{tail}"
+        ) from None
+
+
+def champion_or_latest(tracking: str) -> str:
+    """No version (serve the champion), or the latest one to pin when none beat naive."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from services.core.naming import CHAMPION_ALIAS, registered_model_name
+
+    client, name = MlflowClient(tracking), registered_model_name(TICKER)
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION_ALIAS).version
+        print(f"serving the champion, {name} v{version}")
+        return ""
+    except MlflowException:
+        latest = max(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+        print(f"no champion yet (no version beat naive): serving the latest, {name} v{latest}")
+        return str(latest)
 
 
 def main() -> int:
     from services.ingestion.sources import yahoo_reachable
 
     STATE.mkdir(exist_ok=True)
-    mlflow_port, grpc_port, metrics_port = port(5000), port(50051), port(9100)
-    tracking = f"http://127.0.0.1:{mlflow_port}"
+    mlflow = MlflowServer(STATE, port(5000))
+    mlflow.log_path = STATE / "mlflow.log"
+    grpc_port, metrics_port = port(50051), port(9100)
     env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": tracking,
+        **QUIET_MLFLOW,
+        "MLFLOW_TRACKING_URI": mlflow.uri,
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
-    mlflow_args = [
-        "--backend-store-uri",
-        f"sqlite:///{STATE / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(STATE / "mlartifacts"),
-    ]
-    children: list[subprocess.Popen] = []
-    try:
+    with contextlib.ExitStack() as running:
         step(
-            f"MLflow tracking server on {tracking} (store: demo/mlflow.db, artifacts: demo/mlartifacts)"
+            f"MLflow tracking server on {mlflow.uri} (store: demo/mlflow.db, artifacts: demo/artifacts)"
         )
-        mlflow_log = STATE / "mlflow.log"
-        children.append(
-            subprocess.Popen(
-                [
-                    str(BIN / "mlflow"),
-                    "server",
-                    *mlflow_args,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(mlflow_port),
-                    "--workers",
-                    "1",
-                ],
-                env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                stdout=mlflow_log.open("w"),
-                stderr=subprocess.STDOUT,
-            )
-        )
-        wait_for(
-            children[-1],
-            lambda: http_ok(f"{tracking}/health"),
-            120,
-            "the MLflow server",
-            mlflow_log,
-        )
+        running.callback(mlflow.stop)
+        started(mlflow, "the MLflow server", mlflow.log_path)
 
         if yahoo_reachable():
             step(f"Ingest {TICKER} from Yahoo Finance")
@@ -147,86 +123,55 @@ def main() -> int:
             str(STATE / "train"),
             env=env,
         )
-
-        from mlflow import MlflowClient
-
-        from services.core.naming import CHAMPION_ALIAS, registered_model_name
-
-        client = MlflowClient(tracking)
-        name = registered_model_name(TICKER)
-        try:
-            pinned = ""
-            version = client.get_model_version_by_alias(name, CHAMPION_ALIAS).version
-            print(f"serving the champion, {name} v{version}")
-        except Exception:
-            pinned = max(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
-            print(f"no champion yet (no version beat naive): serving the latest, {name} v{pinned}")
+        pinned = champion_or_latest(mlflow.uri)
 
         step(f"Start the predictor: gRPC on 127.0.0.1:{grpc_port}, metrics on :{metrics_port}")
-        predictor_log = STATE / "predictor.log"
-        children.append(
-            subprocess.Popen(
-                [
-                    str(BIN / "petr4-serve"),
-                    "--tickers",
-                    TICKER,
-                    "--model-version",
-                    str(pinned),
-                    "--host",
-                    "127.0.0.1",
-                    "--grpc-port",
-                    str(grpc_port),
-                    "--metrics-port",
-                    str(metrics_port),
-                    "--cache-dir",
-                    str(STATE / "serve-cache"),
-                ],
-                env=env,
-                stdout=predictor_log.open("w"),
-                stderr=subprocess.STDOUT,
-            )
+        predictor = PredictorProcess(
+            STATE,
+            env,
+            "--tickers",
+            TICKER,
+            "--model-version",
+            pinned,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
         )
-        from services.client.client import ForecastClient
-
-        with ForecastClient(f"127.0.0.1:{grpc_port}") as probe:
-            wait_for(children[-1], probe.is_serving, 120, "the predictor", predictor_log)
+        predictor.log_path = STATE / "predictor.log"
+        running.callback(predictor.stop)
+        predictor.start()
+        try:
+            predictor.wait_serving(120)
+        except (RuntimeError, TimeoutError) as exc:
+            raise SystemExit(
+                f"demo: the predictor did not serve ({exc}); its log is {predictor.log_path}"
+            ) from None
 
         step("Forecast through the gRPC client")
-        target = f"127.0.0.1:{grpc_port}"
-        run("petr4-forecast", "--target", target, "--ticker", TICKER, env=env)
-        run("petr4-forecast", "info", "--target", target, env=env)
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+        run("petr4-forecast", "--target", predictor.target, "--ticker", TICKER, env=env)
+        run("petr4-forecast", "info", "--target", predictor.target, env=env)
+        with urllib.request.urlopen(predictor.metrics_url) as response:
             lines = [
                 line
                 for line in response.read().decode().splitlines()
                 if line.startswith("petr4_forecast")
             ]
         print("\n".join(lines))
-
-    finally:
         step("Stop the predictor and MLflow")
-        for child in reversed(children):
-            child.terminate()
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
     step("Where to look (everything above is stopped; these bring it back)")
     print(
         f"  MLflow UI (runs, metrics, artifacts, registry):\n"
-        f"    {BIN / 'mlflow'} server {' '.join(mlflow_args)} --port {mlflow_port}\n"
-        f"    then open {tracking}"
+        f"    {BIN / 'mlflow'} server {' '.join(mlflow.store_args)} --port {mlflow.port}\n"
+        f"    then open {mlflow.uri}"
     )
     print(
         f"  The predictor, with that server running:\n"
-        f"    MLFLOW_TRACKING_URI={tracking} {BIN / 'petr4-serve'} --tickers {TICKER} "
+        f"    MLFLOW_TRACKING_URI={mlflow.uri} {BIN / 'petr4-serve'} --tickers {TICKER} "
         f"--grpc-port {grpc_port} --metrics-port {metrics_port}"
         + (f" --model-version {pinned}" if pinned else "")
-        + "\n"
-        f"    then {BIN / 'petr4-forecast'} --target 127.0.0.1:{grpc_port} --ticker {TICKER}, "
-        f"and its metrics at http://127.0.0.1:{metrics_port}/metrics"
+        + f"\n    then {BIN / 'petr4-forecast'} --target {predictor.target} --ticker {TICKER}, "
+        f"and its metrics at {predictor.metrics_url}"
     )
-    print(f"  Logs: {STATE / 'predictor.log'}, {STATE / 'mlflow.log'}")
+    print(f"  Logs: {predictor.log_path}, {mlflow.log_path}")
     return 0
 
 

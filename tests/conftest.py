@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHARED_DATA, MlflowServer
+from scripts.harness.processes import MlflowServer
+from tests.helpers import SHARED_DATA
 
 
 def pytest_configure(config):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from services.core.features import Calibration, to_prices, to_return_quantiles
 from services.core.scoring import against_naive
 
 SHRINK_GRID = np.linspace(0.0, 1.0, 21)
-DM_CRITICAL = 1.645  # one-sided 5 % level of the standard normal
 
 
 def point_metrics(
@@ -78,11 +78,11 @@ def evaluate(
     return rows
 
 
-def diebold_mariano(errors: np.ndarray, benchmark_errors: np.ndarray) -> float:
-    """One-step Diebold-Mariano statistic on absolute errors: negative when ``errors`` win."""
+def beats(errors: np.ndarray, benchmark_errors: np.ndarray, level: float = 0.05) -> bool:
+    """The one-step Diebold-Mariano test on absolute errors, a one-sided t test of their
+    differences: True when ``errors`` are smaller than the benchmark's at ``level``."""
     differential = np.abs(errors) - np.abs(benchmark_errors)
-    spread = differential.std(ddof=1)
-    return float(differential.mean() / (spread / np.sqrt(len(differential)))) if spread > 0 else 0.0
+    return bool(stats.ttest_1samp(differential, 0.0, alternative="less").pvalue < level)
 
 
 def fit_calibration(
@@ -102,7 +102,7 @@ def fit_calibration(
         q = to_prices(last_close, to_return_quantiles(raw, volatility, Calibration(shrink, 0.0)))
         errors.append(q[:, q.shape[1] // 2] - actual)
     best = int(np.argmin([np.mean(np.abs(e)) for e in errors]))
-    significant = diebold_mariano(errors[best], errors[0]) < -DM_CRITICAL
+    significant = beats(errors[best], errors[0])
     shrink = float(SHRINK_GRID[best]) if significant else 0.0
     # Conformity scores in units of volatility, so the correction carries across regimes.
     z = y / volatility

@@ -14,7 +14,7 @@ import torch
 
 from services.core.features import Scaler
 from services.core.forecaster import INPUT_NAME, MODEL_FILE, OUTPUT_NAME, SCALER_FILE
-from trainer.model import LSTMFactory
+from trainer.network import LSTMFactory
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torchmetrics import MeanAbsoluteError
 
-from trainer.model import LSTMFactory
+from trainer.network import LSTMFactory
 
 
 def pinball_loss(

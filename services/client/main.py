@@ -103,6 +103,8 @@ def info_table(response) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Two words in front of one set of flags, not pydantic-settings' subcommands: those
+    # would make "forecast" a word to type too, and petr4-forecast --ticker X is the call.
     command = argv[0] if argv[:1] in (["info"], ["health"]) else "forecast"
     if command != "forecast":
         argv = argv[1:]

@@ -5,6 +5,10 @@ description per field. ``parse_settings`` turns that class into a command line, 
 that ``--help`` documents every flag with its environment variable and default, flags
 given on the command line override the environment, and a bad value is one argparse
 error line that names the flag (or the variable) and what is wrong with it.
+
+Kept by hand rather than pydantic-settings' own CLI, which takes a list as ``--tickers A
+--tickers B`` or ``A,B`` but not the ``--tickers A B`` the chart and the README use, and
+reports a bad value as pydantic's multi-line error.
 """
 
 from __future__ import annotations

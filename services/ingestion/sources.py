@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from services.core.calendar import is_trading_day
+from services.core.calendar import trading_days
 from services.core.prices import PriceFileError, normalize_frame, read_price_csv
 
 log = logging.getLogger(__name__)
@@ -116,8 +116,7 @@ class SyntheticSource:
     synthetic: bool = True
 
     def trading_days(self, end: date) -> pd.DatetimeIndex:
-        days = pd.bdate_range(self.first_date, end)
-        return days[np.array([is_trading_day(d.date()) for d in days], dtype=bool)]
+        return trading_days(self.first_date, end)
 
     def fetch(self, ticker: str, start: date | None) -> pd.DataFrame:
         days = self.trading_days(self.end or date.today())

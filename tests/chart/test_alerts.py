@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from scripts.harness.chart import by_kind
-from tests.helpers import prometheus_binary
+from tests.helpers import promtool_or_skip
 
 pytestmark = pytest.mark.chart
 
@@ -19,7 +19,7 @@ HERE = Path(__file__).parent
 
 @pytest.fixture
 def rules_dir(render, tmp_path) -> Path:
-    prometheus_binary()  # promtool ships beside it; skip or fail the same way when absent
+    promtool_or_skip()
     (rule,) = by_kind(render(namespace="forecast"), "PrometheusRule")
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     shutil.copy(HERE / "alerts_test.yaml", tmp_path / "alerts_test.yaml")

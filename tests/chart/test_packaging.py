@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from scripts.harness.chart import by_kind
-from tests.helpers import BIN, REPO, SCHEMAS
+from scripts.harness.processes import BIN
+from tests.helpers import REPO, SCHEMAS
 
 pytestmark = pytest.mark.chart
 

@@ -22,7 +22,7 @@ from scripts.harness.chart import (
     value_flags,
 )
 from scripts.harness.pods import service_hosts
-from tests.helpers import free_port, run_cli
+from scripts.harness.processes import free_port, run_cli
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from scripts.harness.chart import named, pod_spec
 from scripts.harness.pods import service_hosts
-from tests.helpers import free_port, wait_until
+from scripts.harness.processes import free_port, wait_until
 
 pytestmark = pytest.mark.containers
 

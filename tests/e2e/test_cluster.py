@@ -20,7 +20,8 @@ import pytest
 
 from scripts import kube_tools
 from scripts.harness.chart import CHART, readme_command
-from tests.helpers import REPO, free_port, http_ok, wait_until
+from scripts.harness.processes import free_port, http_ok, wait_until
+from tests.helpers import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from scripts.harness.processes import PredictorProcess, run_cli
 from services.ingestion.sources import SyntheticSource
-from tests.helpers import SMALL_TRAINING, PredictorProcess, ingest_csv, run_cli
+from tests.helpers import SMALL_TRAINING, ingest_csv
 
 
 @dataclass

@@ -21,19 +21,11 @@ import yaml
 
 from scripts.harness.chart import Helm, by_kind, named
 from scripts.harness.kube_api import KubeApiStandIn
+from scripts.harness.monitoring import AlertmanagerServer, PrometheusServer
+from scripts.harness.processes import PredictorProcess, RetrainerProcess, free_port, wait_until
 from services.core.naming import registered_model_name
 from services.ingestion.sources import SyntheticSource
-from tests.helpers import (
-    AlertmanagerServer,
-    PredictorProcess,
-    PrometheusServer,
-    RetrainerProcess,
-    free_port,
-    ingest_csv,
-    register_crafted_model,
-    tool_or_skip,
-    wait_until,
-)
+from tests.helpers import ingest_csv, register_crafted_model, server_or_skip, tool_or_skip
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -130,7 +122,9 @@ def test_a_realized_error_alert_starts_a_training_job(mlflow_env, tmp_path, caps
         *("--job-selector", env["PETR4_RETRAIN_JOB_SELECTOR"]),
         port=retrain_port,  # the one the AlertmanagerConfig's URL names
     )
-    alertmanager = AlertmanagerServer(tmp_path, as_alertmanager_config(route, TOKEN))
+    alertmanager = server_or_skip(
+        lambda: AlertmanagerServer(tmp_path, as_alertmanager_config(route, TOKEN))
+    )
     with contextlib.ExitStack() as running:
         running.callback(api.stop)
         for server in (receiver, alertmanager, predictor):
@@ -138,12 +132,14 @@ def test_a_realized_error_alert_starts_a_training_job(mlflow_env, tmp_path, caps
             server.start()
         predictor.wait_serving()
         crossed = time.monotonic()  # its first scrape already shows the error above naive's
-        prometheus = PrometheusServer(
-            tmp_path,
-            [f"127.0.0.1:{predictor.metrics_port}"],
-            rule_files=[tmp_path / "rules.yaml"],
-            labels={"namespace": NAMESPACE},
-            alertmanagers=[f"127.0.0.1:{alertmanager.port}"],
+        prometheus = server_or_skip(
+            lambda: PrometheusServer(
+                tmp_path,
+                [f"127.0.0.1:{predictor.metrics_port}"],
+                rule_files=[tmp_path / "rules.yaml"],
+                labels={"namespace": NAMESPACE},
+                alertmanagers=[f"127.0.0.1:{alertmanager.port}"],
+            )
         )
         running.callback(prometheus.stop)
         prometheus.start()

@@ -15,10 +15,11 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from scripts.harness.processes import PredictorProcess, run_cli, wait_until
 from services.client.client import ForecastClient
 from services.core.naming import CHAMPION_ALIAS, registered_model_name
 from services.ingestion.sources import SyntheticSource
-from tests.helpers import SMALL_TRAINING, PredictorProcess, ingest_csv, run_cli, wait_until
+from tests.helpers import SMALL_TRAINING, ingest_csv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

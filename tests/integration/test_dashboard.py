@@ -12,9 +12,11 @@ from datetime import date
 import grpc
 import pytest
 
+from scripts.harness.monitoring import PrometheusServer
+from scripts.harness.processes import PredictorProcess, wait_until
 from services.client.client import ForecastClient, bars_from_frame
 from services.ingestion.sources import SyntheticSource
-from tests.helpers import REPO, PredictorProcess, PrometheusServer, ingest_csv, wait_until
+from tests.helpers import REPO, ingest_csv, server_or_skip
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +53,9 @@ def scraped(served_model, tmp_path_factory):
     predictor = PredictorProcess(
         root, served_model.env, "--tickers", served_model.ticker, "--prices-experiment", experiment
     )
-    prometheus = PrometheusServer(root, [f"127.0.0.1:{predictor.metrics_port}"])
+    prometheus = server_or_skip(
+        lambda: PrometheusServer(root, [f"127.0.0.1:{predictor.metrics_port}"])
+    )
     with contextlib.ExitStack() as running:  # whatever started is stopped, however this ends
         running.callback(predictor.stop)
         predictor.start().wait_serving()

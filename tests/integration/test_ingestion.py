@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from scripts.harness.faults import TcpProxy
+from scripts.harness.processes import BIN, run_cli, wait_until
 from services.core.snapshots import Snapshot, SnapshotStore
 from services.ingestion.sources import SyntheticSource, yahoo_reachable
-from tests.helpers import BIN, TcpProxy, run_cli, wait_until
 
 pytestmark = pytest.mark.integration
 

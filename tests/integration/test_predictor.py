@@ -17,11 +17,13 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from scripts.harness.faults import TcpProxy
+from scripts.harness.processes import PredictorProcess, run_cli, wait_until
 from services.client.client import ForecastClient, bars_from_frame
 from services.core.calendar import next_trading_day
 from services.core.forecaster import ForecastModel
 from services.ingestion.sources import SyntheticSource
-from tests.helpers import PredictorProcess, TcpProxy, ingest_csv, run_cli, wait_until
+from tests.helpers import ingest_csv
 
 pytestmark = pytest.mark.integration
 

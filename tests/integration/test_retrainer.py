@@ -14,7 +14,8 @@ import pytest
 
 from scripts.harness.chart import Helm, named
 from scripts.harness.kube_api import KubeApiStandIn
-from tests.helpers import RetrainerProcess, tool_or_skip
+from scripts.harness.processes import RetrainerProcess
+from tests.helpers import tool_or_skip
 
 pytestmark = pytest.mark.integration
 

@@ -15,19 +15,13 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from scripts.harness.processes import BIN, run_cli, wait_until
 from services.core.features import FEATURES, TARGET
 from services.core.forecaster import ForecastModel
 from services.core.model_card import ModelCard
 from services.core.naming import CHAMPION_ALIAS
 from services.ingestion.sources import SyntheticSource
-from tests.helpers import (
-    BIN,
-    SMALL_TRAINING,
-    predictable_prices,
-    register_crafted_model,
-    run_cli,
-    wait_until,
-)
+from tests.helpers import SMALL_TRAINING, predictable_prices, register_crafted_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

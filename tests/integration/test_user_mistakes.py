@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.helpers import run_cli
+from scripts.harness.processes import run_cli
 
 pytestmark = pytest.mark.integration
 

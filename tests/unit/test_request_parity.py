@@ -42,7 +42,7 @@ from services.predictor.wire import history_of
 from tests.helpers import SHARED_DATA
 from trainer.data import PriceDataModule
 from trainer.export import export_onnx
-from trainer.model import LSTMFactory
+from trainer.network import LSTMFactory
 
 pytestmark = pytest.mark.unit
 

@@ -25,7 +25,7 @@ from services.predictor.servicer import ForecastServicer
 from services.predictor.store import ModelStore
 from trainer.data import PriceDataModule
 from trainer.export import export_onnx
-from trainer.model import LSTMFactory
+from trainer.network import LSTMFactory
 
 pytestmark = pytest.mark.unit
 

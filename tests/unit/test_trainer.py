@@ -16,8 +16,8 @@ from tests.helpers import predictable_prices
 from trainer.data import DataError, PriceDataModule
 from trainer.evaluate import baseline_forecasts, evaluate, fit_calibration, point_metrics
 from trainer.export import export_onnx
-from trainer.model import LSTMFactory
 from trainer.module import LSTMLightModule, pinball_loss
+from trainer.network import LSTMFactory
 from trainer.registry import decide
 
 pytestmark = pytest.mark.unit

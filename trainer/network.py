@@ -7,7 +7,9 @@ from torch import nn
 
 
 class LSTMFactory(nn.Module):
-    """Stacked LSTM over a window of daily features, with a quantile head.
+    """The network itself, not a factory of networks: the seed project's name is kept.
+
+    Stacked LSTM over a window of daily features, with a quantile head.
 
     The head predicts the median and, on each side, positive gaps to the next quantile,
     so the quantiles come out sorted by construction (no crossing intervals).

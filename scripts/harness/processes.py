@@ -1,0 +1,259 @@
+"""Real processes on free loopback ports, started and stopped the way users run them: an
+MLflow server, the console scripts, the predictor and the retraining receiver. Tests,
+benchmarks and the demo share them; monitoring.py has Prometheus and Alertmanager, faults.py
+a proxy that stages failures."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+# Every process started here, MLflow's server and clients alike, keeps MLflow's telemetry off.
+QUIET_MLFLOW = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+class MlflowServer:
+    """A real, lean MLflow tracking server: a SQLite store and proxied artifacts in ``root``."""
+
+    def __init__(self, root: Path, port: int = 0):
+        self.root = root
+        self.port = port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "mlflow-server.log"
+        self.store_args = [
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ]
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> MlflowServer:
+        env = {**os.environ, **QUIET_MLFLOW, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                *self.store_args,
+                *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(
+                lambda: self.process.poll() is not None or http_ok(f"{self.uri}/health"),
+                timeout,
+                "the MLflow server",
+            )
+        except BaseException:
+            self.stop()  # a timed-out start leaves nothing running
+            raise
+        if self.process.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"MLflow server exited: {self.log_path.read_text()[-2000:]}")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process:
+            self.log.close()
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 600, cwd: Path | None = None):
+    """Run one of the console scripts as users do, returning the completed process."""
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]],
+        env={**os.environ, **QUIET_MLFLOW, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+class PredictorProcess:
+    """``petr4-serve`` as a real process on free ports, as the Deployment runs it."""
+
+    def __init__(
+        self, root: Path, env: dict[str, str], *args: str, grpc_port: int = 0, metrics_port: int = 0
+    ):
+        self.grpc_port = grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.target = f"127.0.0.1:{self.grpc_port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.log_path = root / f"predictor-{self.grpc_port}.log"
+        self.args = [
+            str(BIN / "petr4-serve"),
+            "--host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(self.grpc_port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--cache-dir",
+            str(root / "serve-cache"),
+            *args,
+        ]
+        self.env = {**os.environ, **QUIET_MLFLOW, **env}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> PredictorProcess:
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            self.args, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def health(self) -> str:
+        from services.client.client import ForecastClient
+
+        try:
+            with ForecastClient(self.target, timeout=1) as client:
+                return client.health()
+        except Exception:  # not listening yet
+            return "UNREACHABLE"
+
+    def wait_serving(self, timeout: float = 60) -> PredictorProcess:
+        from services.client.client import ForecastClient
+
+        with ForecastClient(self.target) as probe:
+            wait_until(
+                lambda: self.process.poll() is not None or probe.is_serving(),
+                timeout,
+                f"the predictor to serve (log: {self.log_path})",
+            )
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"petr4-serve exited {self.process.returncode}: {self.output()[-3000:]}"
+            )
+        return self
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.process.send_signal(15)
+        return self.process.wait(timeout)
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.process:
+            self.log.close()
+
+
+class RetrainerProcess:
+    """``petr4-retrain`` as a real process on free ports, against a kubeconfig's API server."""
+
+    def __init__(self, root: Path, kubeconfig: Path, token: str, *args: str, port: int = 0):
+        self.port = port or free_port()
+        self.metrics_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.token_file = root / f"retrainer-{self.port}.token"
+        self.token_file.write_text(token + "\n")
+        self.log_path = root / f"retrainer-{self.port}.log"
+        self.args = [
+            str(BIN / "petr4-retrain"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--token-file",
+            str(self.token_file),
+            *args,
+        ]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> RetrainerProcess:
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            self.args, env={**os.environ, **QUIET_MLFLOW}, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until(
+                lambda: self.process.poll() is not None or http_ok(f"{self.url}/healthz"),
+                30,
+                f"the retraining receiver (log: {self.log_path})",
+            )
+        except BaseException:
+            self.stop()
+            raise
+        if self.process.poll() is not None:
+            raise RuntimeError(f"petr4-retrain exited: {self.log_path.read_text()[-3000:]}")
+        return self
+
+    def post(self, body: bytes | dict, token: str | None) -> tuple[int, dict]:
+        """POST /alerts as Alertmanager would; the status code and the JSON answer."""
+        import json
+
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/alerts", data=data, method="POST")
+        request.add_header("Content-Type", "application/json")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process:
+            self.log.close()
