@@ -112,7 +112,7 @@ def main() -> int:
             env=env,
         )
 
-        step("Train a short run (5 epochs) and register it")
+        step("Train a short run (3 walk-forward folds of 5 epochs each) and register it")
         run(
             "petr4-train",
             "--ticker",

@@ -61,7 +61,7 @@ def split_by_date(
         raise DataError(
             f"{subject}: {len(known)} samples with a known target; {test_days} test, {val_days} "
             f"validation and at least {MIN_TRAIN_SAMPLES} training samples are needed "
-            + (f"before {test_start} " if test_start else "")
+            + (f"before {pd.Timestamp(test_start):%Y-%m-%d} " if test_start else "")
             + "(use a longer history or smaller --val-days/--test-days)"
         )
     return Splits(

@@ -7,7 +7,7 @@ import pandas as pd
 from scipy import stats
 
 from services.core.features import Calibration, to_prices, to_return_quantiles
-from services.core.scoring import against_naive
+from services.core.scoring import against_naive, interval_scores, pinball_loss
 
 SHRINK_GRID = np.linspace(0.0, 1.0, 21)
 
@@ -32,10 +32,16 @@ def point_metrics(
     }
 
 
-def interval_metrics(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> dict[str, float]:
+def interval_metrics(actual: np.ndarray, quantiles: np.ndarray, levels) -> dict[str, float]:
+    """The outer quantiles as an interval (coverage, width, interval score), and the pinball
+    loss of them all; in R$ but for coverage."""
+    lower, upper = quantiles[:, 0], quantiles[:, -1]
+    alpha = 1.0 - (levels[-1] - levels[0])
     return {
         "coverage": float(np.mean((actual >= lower) & (actual <= upper))),
         "interval_width_brl": float(np.mean(upper - lower)),
+        "interval_score_brl": float(np.mean(interval_scores(actual, lower, upper, alpha))),
+        "pinball_brl": pinball_loss(actual, quantiles, levels),
     }
 
 
@@ -59,11 +65,12 @@ def evaluate(
     anchors: pd.DatetimeIndex,
     actual: np.ndarray,
     quantile_prices: dict[str, np.ndarray],
+    levels=(0.1, 0.5, 0.9),
 ) -> dict[str, dict[str, float]]:
     """One row of metrics per forecaster on the same days; models bring their intervals.
 
-    ``quantile_prices`` maps a model's name to its (n, quantiles) price forecasts.
-    Every row gets its MAE as a ratio to the naive MAE.
+    ``quantile_prices`` maps a model's name to its (n, quantiles) price forecasts at
+    ``levels``. Every row gets its MAE as a ratio to the naive MAE.
     """
     last_close = prices["Close"].reindex(anchors).to_numpy()
     medians = {name: q[:, q.shape[1] // 2] for name, q in quantile_prices.items()}
@@ -74,7 +81,7 @@ def evaluate(
         rows[name]["mae_ratio_naive"] = against_naive(forecast, actual, last_close).ratio
         q = quantile_prices.get(name)
         if q is not None and q.shape[1] > 1:  # a point forecast has no interval to score
-            rows[name] |= interval_metrics(actual, q[:, 0], q[:, -1])
+            rows[name] |= interval_metrics(actual, q, levels)
     return rows
 
 
@@ -122,6 +129,7 @@ def summary_table(rows: dict[str, dict[str, float]], title: str) -> str:
         ("direction", "directional_accuracy", "{:.1%}"),
         ("coverage", "coverage", "{:.1%}"),
         ("width R$", "interval_width_brl", "{:.3f}"),
+        ("interval score R$", "interval_score_brl", "{:.3f}"),
     ]
     lines = [f"**{title}**", "", "| forecaster | " + " | ".join(c[0] for c in columns) + " |"]
     lines.append("| --- |" + " ---: |" * len(columns))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from pathlib import Path
 
 import lightning as L
-import mlflow
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.loggers import Logger
 
 from services.core.features import FEATURES
 from trainer.data import PriceDataModule
@@ -17,8 +17,12 @@ from trainer.module import LSTMLightModule
 from trainer.settings import TrainSettings
 
 
-def fit(settings: TrainSettings, dm: PriceDataModule, run_id: str, scratch: Path):
-    """Train with early stopping: the best module, its checkpoint callback, epochs run, seconds."""
+def fit(settings: TrainSettings, dm: PriceDataModule, scratch: Path, logger: Logger | bool):
+    """Train with early stopping: the best module, its checkpoint callback, epochs run, seconds.
+
+    ``logger`` receives the epochs' losses (an MLflow run's), or False for none."""
+    # Lightning sets its logger to INFO when imported; its GPU/TPU notices are noise here.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     module = LSTMLightModule(
         n_features=len(FEATURES),
         hidden_size=settings.hidden_size,
@@ -31,7 +35,7 @@ def fit(settings: TrainSettings, dm: PriceDataModule, run_id: str, scratch: Path
     trainer = L.Trainer(
         max_epochs=settings.max_epochs,
         callbacks=[checkpoint, EarlyStopping("val_loss", patience=settings.patience)],
-        logger=MLFlowLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri()),
+        logger=logger,
         accelerator="cpu",
         devices=1,
         deterministic=True,

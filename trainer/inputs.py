@@ -74,9 +74,11 @@ def dataset_input(frame: pd.DataFrame, lineage: Lineage, ticker: str):
 
 
 def run_params(
-    settings: TrainSettings, prices: pd.DataFrame, lineage: Lineage, dm: PriceDataModule
+    settings: TrainSettings, prices: pd.DataFrame, lineage: Lineage, folds: list[PriceDataModule]
 ) -> dict:
-    """Data and training parameters; the network's own come from Lightning's hyperparameters."""
+    """Data and training parameters; the network's own come from Lightning's hyperparameters.
+    Splits and scaler are the shipped model's, the last fold's."""
+    dm = folds[-1]
     return {
         "ticker": settings.ticker,
         "window": settings.window,
@@ -91,6 +93,8 @@ def run_params(
         "scaler_fitted_through": dm.scaler.fitted_through,
         "target_center_removed": dm.target_center,
         **dm.splits.to_params(),
+        "folds": len(folds),
+        "walk_forward_test_start": folds[0].splits.test[0].strftime("%Y-%m-%d"),
         "batch_size": settings.batch_size,
         "max_epochs": settings.max_epochs,
         "patience": settings.patience,

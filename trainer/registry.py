@@ -1,4 +1,9 @@
-"""One registered model per ticker; the ``champion`` alias moves only on a proven improvement."""
+"""One registered model per ticker; the ``champion`` alias moves only on proven evidence.
+
+The evidence is the candidate's walk-forward record: its median must be no worse than the
+naive forecast there, and its interval no worse than the champion's on the same days, the
+champion's forecasts for them being ones it made without having seen the day.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +17,21 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from services.core.forecaster import ForecastModel
+from services.core.forecaster import ArtifactError, ForecastModel, Forecasts
 from services.core.naming import CHAMPION_ALIAS
-from services.core.scoring import AgainstNaive, against_naive
+from services.core.scoring import against_naive, interval_scores
+from trainer.data import target_dates
 
 log = logging.getLogger(__name__)
+
+RECORD = "reports/test_predictions.csv"  # a run's walk-forward forecasts, one row per test day
 
 
 @dataclass(frozen=True)
 class Decision:
     promote: bool
     reason: str
-    champion_mae: float | None = None
+    champion_interval_score: float | None = None
 
 
 def current_champion(client: MlflowClient, name: str):
@@ -33,48 +41,105 @@ def current_champion(client: MlflowClient, name: str):
         return None
 
 
-def champion_mae(
-    name: str, version: str, prices: pd.DataFrame, anchors: pd.DatetimeIndex, actual: np.ndarray
-) -> float:
-    """The champion's MAE recomputed on exactly these test days, from its served artifacts."""
+def _record(run_id: str, folder: str) -> pd.DataFrame:
+    """A run's walk-forward forecasts by anchor date; empty for runs that kept none."""
+    if not run_id:
+        return pd.DataFrame()
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=RECORD, dst_path=folder
+        )
+    except (MlflowException, OSError):
+        return pd.DataFrame()
+    return pd.read_csv(path, index_col="anchor_date", parse_dates=["anchor_date"])
+
+
+def out_of_sample(
+    name: str, version: str, prices: pd.DataFrame, anchors: pd.DatetimeIndex
+) -> pd.DataFrame:
+    """A version's price quantiles (one column per level) for those of ``anchors`` it forecast
+    without having seen the day: its run's walk-forward record, then its served model's
+    forecasts from its own first test day on. Raises ArtifactError when this code cannot
+    serve it."""
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=folder)
-        forecasts = ForecastModel(local).forecast(prices, anchors)
-    if not forecasts.anchor_dates.equals(anchors):
-        raise ValueError(f"champion {name} v{version} cannot forecast every test day")
-    return against_naive(forecasts.median, actual, forecasts.last_close).mae
+        served = ForecastModel(local)
+        record = _record(served.card.run_id, folder)
+    levels = list(served.quantiles)
+    # The served model saw nothing from its first test target on (or after its data, for
+    # cards that do not say; a card that says neither claims nothing and is taken at its word).
+    card = served.card
+    if "test_start" in card.splits:
+        unseen = target_dates(prices, anchors) >= pd.Timestamp(card.splits["test_start"])
+    elif card.data.last_date:
+        unseen = target_dates(prices, anchors) > pd.Timestamp(card.data.last_date)
+    else:
+        unseen = np.ones(len(anchors), dtype=bool)
+    forecasts = served.forecast(prices, anchors[unseen])
+    frame = pd.DataFrame(forecasts.prices, index=forecasts.anchor_dates, columns=levels)
+    if not record.empty:
+        columns = [f"forecast_q{round(q * 100):02d}" for q in levels]
+        earlier = record.loc[record.index.isin(anchors) & ~record.index.isin(frame.index), columns]
+        frame = pd.concat([earlier.set_axis(levels, axis=1), frame]).sort_index()
+    return frame
 
 
 def decide(
     client: MlflowClient,
     name: str,
-    scored: AgainstNaive,
+    evidence: Forecasts,
     prices: pd.DataFrame,
-    anchors: pd.DatetimeIndex,
-    actual: np.ndarray,
+    levels,
     tolerance: float = 0.0,
 ) -> Decision:
-    """Promote when the new MAE is at most the naive MAE and the champion's, on the same days."""
-    new_mae, naive_mae = scored.mae, scored.naive_mae
-    if new_mae > naive_mae * (1 + tolerance):
+    """Promote when the median's MAE is at most naive's over the walk-forward test days, and
+    the interval score at most the champion's on the days both forecast out of sample."""
+    scored = against_naive(evidence.median, evidence.actual, evidence.last_close)
+    mae, naive = scored.mae, scored.naive_mae
+    if mae > naive * (1 + tolerance):
         return Decision(
-            False, f"MAE R$ {new_mae:.4f} is worse than the naive forecast's R$ {naive_mae:.4f}"
+            False, f"MAE R$ {mae:.4f} is worse than the naive forecast's R$ {naive:.4f}"
         )
+    median_ok = f"MAE R$ {mae:.4f} <= naive R$ {naive:.4f}"
     champion = current_champion(client, name)
     if champion is None:
-        return Decision(True, f"first champion: MAE R$ {new_mae:.4f} <= naive R$ {naive_mae:.4f}")
-    old = champion_mae(name, champion.version, prices, anchors, actual)
-    if new_mae > old * (1 + tolerance):
+        return Decision(True, f"first champion: {median_ok}")
+    version = champion.version
+    try:
+        theirs = out_of_sample(name, version, prices, evidence.anchor_dates)
+    except ArtifactError as exc:
+        return Decision(
+            True, f"champion v{version} cannot be served by this code ({exc}); {median_ok}"
+        )
+    if list(theirs.columns) != list(levels):
         return Decision(
             False,
-            f"MAE R$ {new_mae:.4f} is worse than champion v{champion.version}'s R$ {old:.4f} "
-            "on the same test days",
+            f"champion v{version} forecasts the quantiles {list(theirs.columns)}, this version "
+            f"{list(levels)}: their intervals do not compare; move the alias by hand if meant",
+        )
+    same = np.asarray(evidence.anchor_dates.isin(theirs.index))
+    if not same.any():
+        return Decision(
+            False,
+            f"no test day in common with champion v{version}'s out-of-sample forecasts: "
+            "nothing to compare on",
+        )
+    alpha = 1.0 - (levels[-1] - levels[0])
+    actual = evidence.actual[same]
+    ours = evidence.prices[same]
+    old_q = theirs.loc[evidence.anchor_dates[same]].to_numpy()
+    new = float(np.mean(interval_scores(actual, ours[:, 0], ours[:, -1], alpha)))
+    old = float(np.mean(interval_scores(actual, old_q[:, 0], old_q[:, -1], alpha)))
+    days = f"on the same {int(same.sum())} test days"
+    if new > old * (1 + tolerance):
+        return Decision(
+            False,
+            f"interval score R$ {new:.4f} is worse than champion v{version}'s R$ {old:.4f} {days}",
             old,
         )
     return Decision(
         True,
-        f"MAE R$ {new_mae:.4f} <= champion v{champion.version}'s R$ {old:.4f} "
-        f"and naive R$ {naive_mae:.4f}",
+        f"interval score R$ {new:.4f} <= champion v{version}'s R$ {old:.4f} {days}; {median_ok}",
         old,
     )
 

@@ -33,6 +33,11 @@ class TrainSettings(MlflowSettings):
     test_start: date | None = Field(
         None, description="first test target date (default: the last test-days)"
     )
+    folds: int = Field(
+        3,
+        ge=1,
+        description="walk-forward folds: consecutive test blocks, each with a training of its own",
+    )
     quantiles: list[float] = Field(
         [0.1, 0.5, 0.9], description="predicted quantiles; the outer two bound the interval"
     )

@@ -48,8 +48,12 @@ class ModelCard(BaseModel):
     epochs: int | None = None
     best_epoch_val_loss: float | None = None
     onnx_max_abs_diff: float | None = None
+    walk_forward: list[dict[str, str]] = Field(
+        default_factory=list, description="each walk-forward fold's splits, oldest first"
+    )
     metrics: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="test-window metrics by forecaster: lstm, naive"
+        default_factory=dict,
+        description="test metrics by forecaster (lstm, naive), pooled over the folds' test days",
     )
 
     @field_validator("quantiles")

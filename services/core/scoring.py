@@ -29,3 +29,21 @@ def against_naive(forecast: np.ndarray, actual: np.ndarray, last_close: np.ndarr
     errors = np.abs(np.asarray(forecast) - actual)
     naive = np.abs(np.asarray(last_close) - actual)
     return AgainstNaive(len(errors), float(errors.mean()), float(naive.mean()), float(errors[-1]))
+
+
+def interval_scores(
+    actual: np.ndarray, lower: np.ndarray, upper: np.ndarray, alpha: float
+) -> np.ndarray:
+    """Winkler's interval score of a central (1 - ``alpha``) interval, day by day, in R$:
+    its width, plus 2 / alpha times how far the close fell outside it. Lower is better; a
+    forecaster cannot improve it by misreporting its quantiles."""
+    below = np.maximum(lower - actual, 0.0)
+    above = np.maximum(actual - upper, 0.0)
+    return (upper - lower) + (2.0 / alpha) * (below + above)
+
+
+def pinball_loss(actual: np.ndarray, quantiles: np.ndarray, levels) -> float:
+    """The quantile (pinball) loss of (days, levels) price quantiles, averaged, in R$."""
+    error = actual[:, None] - quantiles
+    levels = np.asarray(levels)[None, :]
+    return float(np.mean(np.maximum(levels * error, (levels - 1.0) * error)))

@@ -22,6 +22,7 @@ from services.core.model_card import ModelCard
 from services.core.naming import CHAMPION_ALIAS
 from services.ingestion.sources import SyntheticSource
 from tests.helpers import SMALL_TRAINING, predictable_prices, register_crafted_model
+from trainer.registry import out_of_sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -132,13 +133,20 @@ def test_training_registers_a_version_with_every_artifact(mlflow_env, names, pri
         "test_lstm_mae_ratio_naive",
         "test_lstm_coverage",
         "test_lstm_interval_width_brl",
+        "test_lstm_interval_score_brl",
+        "test_lstm_pinball_brl",
         "test_naive_mae_brl",
         "test_drift_mae_brl",
         "test_ma5_mae_brl",
     ):
         assert np.isfinite(run.data.metrics[key]), key
-    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 3  # one per epoch
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
+    # The shipped model's losses are the run's own; the earlier folds' carry their number.
+    for key in ("val_loss", "train_loss", "fold1-val_loss", "fold2-train_loss"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 3, key  # one per epoch
+    # One entry per fold, by fold, for every fold's test metrics.
+    history = client.get_metric_history(run.info.run_id, "fold_lstm_interval_score_brl")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert params["folds"] == "3"
 
     (dataset_input,) = run.inputs.dataset_inputs
     snapshot_run = params["snapshot_run_id"]
@@ -157,6 +165,23 @@ def test_training_registers_a_version_with_every_artifact(mlflow_env, names, pri
     assert card.metrics["lstm"]["mae_brl"] == pytest.approx(run.data.metrics["test_lstm_mae_brl"])
     assert model.window == 20 and card.onnx_max_abs_diff <= 1e-5
 
+    # The evidence: three consecutive 60-day test blocks, the last one the shipped model's.
+    assert [fold["test_start"] for fold in card.walk_forward][-1] == card.splits["test_start"]
+    assert params["walk_forward_test_start"] == card.walk_forward[0]["test_start"]
+    with tempfile.TemporaryDirectory() as folder:
+        record = pd.read_csv(
+            mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id,
+                artifact_path="reports/test_predictions.csv",
+                dst_path=folder,
+            )
+        )
+    assert record.groupby("fold").size().to_dict() == {
+        fold["test_start"]: 60 for fold in card.walk_forward
+    }
+    assert record["anchor_date"].is_monotonic_increasing and record["anchor_date"].is_unique
+    assert record["target_date"].iloc[-1] == prices.index[-1].strftime("%Y-%m-%d")
+
 
 def test_alias_moves_on_an_improvement(mlflow_env, names, prices, tmp_path):
     name = f"lstm-{names['ticker']}"
@@ -171,7 +196,7 @@ def test_alias_moves_on_an_improvement(mlflow_env, names, prices, tmp_path):
 
 def test_alias_stays_when_a_worse_training_follows(mlflow_env, names, tmp_path):
     """A champion that learned the series' signal, then a training that learns nothing: the
-    second is registered, and the alias stays, for it is worse on the same test days."""
+    second is registered, and the alias stays, for its interval is worse on the same days."""
     name = f"lstm-{names['ticker']}"
     ingest(names, mlflow_env, predictable_prices(days=900), tmp_path)
     first = train_cli(names, mlflow_env, "--max-epochs", "10", "--learning-rate", "0.01")
@@ -180,7 +205,7 @@ def test_alias_stays_when_a_worse_training_follows(mlflow_env, names, tmp_path):
     assert float(champion.tags["test_mae_brl"]) < float(champion.tags["naive_mae_brl"])
 
     # A 5 % slack lets a network that learned nothing (about naive's MAE) past the naive check,
-    # so the comparison with the champion is the one that refuses it.
+    # so the comparison of its interval with the champion's is the one that refuses it.
     second = train_cli(
         names,
         mlflow_env,
@@ -190,6 +215,35 @@ def test_alias_stays_when_a_worse_training_follows(mlflow_env, names, tmp_path):
     assert f"registered {name} version 2; alias 'champion' kept off it" in second.stdout
     assert "is worse than champion v1's" in second.stdout
     assert MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS).version == "1"
+
+
+def test_the_champion_is_judged_only_on_days_it_had_not_seen(mlflow_env, names, prices, tmp_path):
+    """Its walk-forward record for the earlier days, its served model for the days after its
+    data; never a day it trained or validated on."""
+    name = f"lstm-{names['ticker']}"
+    ingest(names, mlflow_env, prices, tmp_path)
+    assert train_cli(names, mlflow_env).returncode == 0
+    with tempfile.TemporaryDirectory() as folder:
+        record = pd.read_csv(
+            mlflow.artifacts.download_artifacts(
+                run_id=versions(name)[0].run_id,
+                artifact_path="reports/test_predictions.csv",
+                dst_path=folder,
+            ),
+            index_col="anchor_date",
+            parse_dates=["anchor_date"],
+        )
+    later = SyntheticSource(seed=11, first_date=date(2021, 1, 4), end=date(2024, 3, 29)).fetch(
+        "T.SA", None
+    )  # the same days, and a quarter more
+    frame = out_of_sample(name, "1", later, later.index[:-1])
+    new_days = later.index[len(prices) - 1 : -1]  # anchors whose next day the champion never saw
+    assert frame.index.equals(record.index.append(new_days))
+    np.testing.assert_allclose(
+        frame.loc[record.index].to_numpy(),
+        record[["forecast_q10", "forecast_q50", "forecast_q90"]].to_numpy(),
+        rtol=1e-9,
+    )
 
 
 def test_killed_training_registers_nothing(mlflow_env, names, prices, tmp_path):
@@ -207,7 +261,7 @@ def test_killed_training_registers_nothing(mlflow_env, names, prices, tmp_path):
     def training_has_logged_an_epoch() -> bool:
         experiment = client.get_experiment_by_name(names["training"])
         runs = client.search_runs([experiment.experiment_id]) if experiment else []
-        return bool(runs) and "val_loss" in runs[0].data.metrics
+        return bool(runs) and any(key.endswith("val_loss") for key in runs[0].data.metrics)
 
     try:
         wait_until(training_has_logged_an_epoch, 120, "the first epoch to be logged")

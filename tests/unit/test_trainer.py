@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from services.core.features import FEATURES, to_return_quantiles
-from services.core.scoring import AgainstNaive
+from services.core.forecaster import Forecasts
 from services.ingestion.sources import SyntheticSource
 from tests.helpers import predictable_prices
 from trainer.data import DataError, PriceDataModule
@@ -175,10 +175,16 @@ def test_baselines_and_every_ratio_to_the_naive_mae(prices):
 
 
 def test_the_gate_refuses_a_model_worse_than_naive_before_asking_the_registry():
-    scored = AgainstNaive(days=250, mae=0.51, naive_mae=0.50, last_error=0.4)
-    decision = decide(None, "lstm-X.SA", scored, None, None, None)
+    last_close = np.array([10.0, 10.0])
+    evidence = Forecasts(
+        anchor_dates=pd.DatetimeIndex(["2024-01-02", "2024-01-03"]),
+        last_close=last_close,
+        prices=np.array([[9.0, 11.1, 12.0], [9.0, 11.1, 12.0]]),
+        actual=np.array([10.5, 10.5]),
+    )
+    decision = decide(None, "lstm-X.SA", evidence, None, (0.1, 0.5, 0.9))
     assert not decision.promote
-    assert decision.reason == "MAE R$ 0.5100 is worse than the naive forecast's R$ 0.5000"
+    assert decision.reason == "MAE R$ 0.6000 is worse than the naive forecast's R$ 0.5000"
 
 
 def test_shrinkage_falls_back_to_naive_without_significant_skill():
