@@ -1,0 +1,46 @@
+"""A reference that cheats: the interval a volatility model would give if it knew, in
+hindsight, the realized variance of the next 22 trading days.
+
+It measures what a better monthly volatility forecast could buy at most. Tomorrow's return
+divided by that hindsight volatility has its 10 % and 90 % quantiles taken from the years
+before each test year, and the interval is ``close x exp(hindsight volatility x quantile)``,
+like the others. Within a month volatility still moves, so it does not beat every forecaster
+on every year; where it barely beats the classic ones, no monthly forecast can do much better.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+HORIZON = 22  # trading days: about a month
+LEVELS = (0.1, 0.5, 0.9)
+
+
+def day_variance(prices: pd.DataFrame) -> np.ndarray:
+    """Each day's variance estimate: half the squared close-to-close return, half the day's
+    Garman-Klass range variance plus its squared overnight gap."""
+    o, h, low, c = (prices[k].to_numpy(dtype="float64") for k in ("Open", "High", "Low", "Close"))
+    returns = np.r_[np.nan, np.diff(np.log(c))]
+    gap = np.r_[np.nan, np.log(o[1:] / c[:-1])]
+    range_ = np.log(h / low) ** 2 / 2 - (2 * np.log(2) - 1) * np.log(c / o) ** 2
+    return 0.5 * returns**2 + 0.5 * (gap**2 + np.maximum(range_, 0.0))
+
+
+def hindsight(prices: pd.DataFrame, anchors: pd.DatetimeIndex) -> np.ndarray:
+    """(anchors, 3) price quantiles from the next ``HORIZON`` days' realized variance."""
+    close = prices["Close"].to_numpy(dtype="float64")
+    variance = pd.Series(day_variance(prices))
+    # The mean of days t+1 .. t+HORIZON at t (of those there are, near the end).
+    ahead = variance[::-1].rolling(HORIZON, min_periods=1).mean()[::-1].shift(-1).to_numpy()
+    sigma = np.sqrt(ahead)
+    z = np.r_[np.diff(np.log(close)), np.nan] / sigma  # tomorrow's return in those units
+    position = prices.index.get_indexer(anchors)
+    quantiles = np.full((len(anchors), len(LEVELS)), np.nan)
+    for year in np.unique(anchors.year):
+        before = (prices.index.year < year) & np.isfinite(z)
+        on = anchors.year == year
+        q = np.quantile(z[before], LEVELS)
+        quantiles[on] = sigma[position[on], None] * q[None, :]
+    quantiles[:, 1] = 0.0  # the median: tomorrow = today, as every interval here
+    return close[position, None] * np.exp(quantiles)
