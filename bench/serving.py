@@ -2,8 +2,8 @@
 
 Every case is measured on both servers by the same client: the predictor, and a server that
 answers a constant (the floor: the same service and thread pool, no work). The cases are a
-forecast from the latest prices and forecasts from explicit history of 80 bars (a window of
-60 plus 20 of warm-up), 200 and 1,000; the floor receives the very same requests. For each:
+forecast from the latest prices and forecasts from explicit history of 120 bars (a window of
+60 plus 60 of warm-up), 200 and 1,000; the floor receives the very same requests. For each:
 sequential latency (p50, p99) and throughput with 8 concurrent callers. Also the predictor's
 start-up time to SERVING with a cold and a warm artifact cache, and resident memory. Writes
 bench/reports/serving.md and serving.json.
@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = DevSettings().shared_dir / "data"  # PETR4_DEV_SHARED_DIR moves it
 REPORTS = ROOT / "bench" / "reports"
 TICKER = "PETR4.SA"
-CASES = {"latest prices": 0, "80 bars": 80, "200 bars": 200, "1,000 bars": 1000}
-SEQUENTIAL_CALLS = {0: 5000, 80: 3000, 200: 3000, 1000: 1000}
+CASES = {"latest prices": 0, "120 bars": 120, "200 bars": 200, "1,000 bars": 1000}
+SEQUENTIAL_CALLS = {0: 5000, 120: 3000, 200: 3000, 1000: 1000}
 CALLERS = 8
 CALLS_PER_CALLER = 500
 STARTS = 3

@@ -76,7 +76,7 @@ class PriceDataModule(L.LightningDataModule):
 
     The scaler is fitted on the rows dated up to the last training target only, so no
     validation or test value shapes the inputs the model learns from. Targets are in
-    units of the anchor day's realised volatility and centred on their training median:
+    units of the anchor day's volatility unit and centred on their training median:
     the network learns how tomorrow deviates from a typical day, not the drift of the
     training years, which the next day does not inherit. Forecasts add nothing back.
     """

@@ -17,11 +17,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-FEATURES: tuple[str, ...] = ("log_return", "log_range", "log_body", "log_volume_ratio")
+FEATURES: tuple[str, ...] = (
+    "log_return",
+    "log_range",
+    "log_body",
+    "log_volume_ratio",
+    "range_variance_1d",
+    "range_variance_5d",
+    "range_variance_22d",
+    "return_variance_5d",
+)
 TARGET = "next_log_return"
-TARGET_SCALING = "realized_volatility_20d"
-LOOKBACK = 20  # days behind the volume ratio and the volatility estimate
-WARMUP = LOOKBACK  # rows consumed before the first complete feature row
+TARGET_SCALING = "range_blend_ewma_0.94_60d"
+LOOKBACK = 22  # days behind the volume ratio and the longest range variance
+UNIT_DECAY, UNIT_DAYS = 0.94, 60  # RiskMetrics' decay, cut at a window of 60 days
+WARMUP = UNIT_DAYS  # rows consumed before the first complete feature row
 MIN_VOLATILITY = 1e-4  # a frozen quote has zero realised volatility; never divide by it
 
 
@@ -47,7 +57,11 @@ def feature_matrix(
     - log_return: log(Close_t / Close_t-1), the quantity being forecast;
     - log_range: log(High / Low), the day's intraday volatility;
     - log_body: log(Close / Open), where the day closed within its range;
-    - log_volume_ratio: log(Volume / mean of the previous 20 days), unusual activity.
+    - log_volume_ratio: log(Volume / mean of the previous 22 days), unusual activity;
+    - range_variance_1d, _5d, _22d: the mean of ``day_variance`` over the last 1, 5 and 22
+      days, and return_variance_5d: the mean squared return of the last 5 days; each as
+      the log of its ratio to the squared volatility unit, so the network sees whether
+      variance is rising or falling against the unit its target is measured in.
     The first ``WARMUP`` rows lack a full history. The training frames and a request's bars
     both come through here, so the two compute the very same numbers.
     """
@@ -56,14 +70,37 @@ def feature_matrix(
         ratio = np.log(volume / previous_mean)
     # Zero or stale volume gives -inf or NaN: bounded, and neutral when undefined.
     ratio[np.isnan(ratio)] = 0.0
+    returns = _after_first(np.diff(np.log(close)))
+    unit = volatility_unit(open_, high, low, close) ** 2
+    day = np.maximum(day_variance(open_, high, low, close), MIN_VOLATILITY**2)
+    squared = np.maximum(returns**2, MIN_VOLATILITY**2)
     return np.column_stack(
         [
-            _after_first(np.diff(np.log(close))),
+            returns,
             np.log(high / low),
             np.log(close / open_),
             np.clip(ratio, -5.0, 5.0),
+            *(_relative(_trailing_mean(day, days), unit) for days in (1, 5, 22)),
+            _relative(_trailing_mean(squared, 5), unit),
         ]
     )
+
+
+def _relative(variance: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """log(variance / unit), bounded: a frozen quote must not give an unbounded input."""
+    return np.clip(np.log(variance / unit), -6.0, 6.0)
+
+
+def day_variance(
+    open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray
+) -> np.ndarray:
+    """A day's return variance from its bar: the overnight gap squared plus Garman-Klass's
+    estimate from the range and the body (several times more efficient than the squared
+    close-to-close return); undefined on the first day, which has no gap."""
+    gap = _after_first(np.log(open_[1:] / close[:-1]))
+    range_, body = np.log(high / low), np.log(close / open_)
+    garman_klass = np.maximum(0.5 * range_**2 - (2 * np.log(2) - 1) * body**2, 0.0)
+    return gap**2 + garman_klass
 
 
 def feature_frame(prices: pd.DataFrame) -> pd.DataFrame:
@@ -73,15 +110,26 @@ def feature_frame(prices: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(matrix[WARMUP:], index=prices.index[WARMUP:], columns=list(FEATURES))
 
 
-def realized_volatility(close: np.ndarray) -> np.ndarray:
-    """Root mean square of the last 20 daily log returns, known at each day's close.
+def volatility_unit(
+    open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray
+) -> np.ndarray:
+    """Each day's volatility estimate, known at its close: the unit of the target.
 
-    A fixed window (not an exponential average over all history) makes the value depend
-    only on the bars a forecast needs, so serving from the last bars and evaluating over
-    the whole history agree exactly.
+    The variance is an exponentially weighted mean (RiskMetrics' decay, 0.94) of the
+    squared close-to-close return and ``day_variance``, blended half and half: the range
+    makes the estimate less noisy than returns alone, the returns keep it honest on days
+    the range misses. The weights are cut at 60 days (0.94^60 < 3 %), so the value depends
+    only on the bars a forecast needs and serving from the last bars agrees exactly with
+    evaluating over the whole history.
     """
     squared = _after_first(np.diff(np.log(close)) ** 2)
-    return np.maximum(np.sqrt(_trailing_mean(squared, LOOKBACK)), MIN_VOLATILITY)
+    blend = 0.5 * squared + 0.5 * day_variance(open_, high, low, close)
+    weights = UNIT_DECAY ** np.arange(UNIT_DAYS)  # the latest day first
+    variance = np.full(len(blend), np.nan)
+    if len(blend) >= UNIT_DAYS:
+        # convolve flips the weights: each window's last day meets weight 1
+        variance[UNIT_DAYS - 1 :] = np.convolve(blend, weights, mode="valid") / weights.sum()
+    return np.maximum(np.sqrt(variance), MIN_VOLATILITY)
 
 
 @dataclass(frozen=True)
@@ -141,7 +189,7 @@ class Windows:
     y: np.ndarray  # (n,) next-day log return; NaN where the next day is not known yet
     anchor_dates: pd.DatetimeIndex  # the last day of each window
     last_close: np.ndarray  # (n,) the close on the anchor day
-    volatility: np.ndarray  # (n,) realised volatility on the anchor day: the target's unit
+    volatility: np.ndarray  # (n,) ``volatility_unit`` on the anchor day: the target's unit
 
     def take(self, keep: np.ndarray) -> Windows:
         return Windows(
@@ -170,7 +218,9 @@ def make_windows(prices: pd.DataFrame, scaler: Scaler, window: int) -> Windows:
         y=np.r_[np.log(close[1:] / close[:-1]), np.nan][first:],  # the next day's log return
         anchor_dates=prices.index[first:],
         last_close=close[first:],
-        volatility=realized_volatility(close)[first:],
+        volatility=volatility_unit(
+            *(prices[c].to_numpy(dtype="float64") for c in ("Open", "High", "Low")), close
+        )[first:],
     )
 
 

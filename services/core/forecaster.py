@@ -17,16 +17,15 @@ import pandas as pd
 
 from services.core.features import (
     FEATURES,
-    LOOKBACK,
     TARGET,
     WARMUP,
     Scaler,
     Windows,
     feature_matrix,
     make_windows,
-    realized_volatility,
     to_prices,
     to_return_quantiles,
+    volatility_unit,
 )
 from services.core.model_card import METADATA_FILE, ModelCard
 from services.core.price_rules import Bars
@@ -143,7 +142,6 @@ class ForecastModel:
             bars.open[-n:], bars.high[-n:], bars.low[-n:], close, bars.volume[-n:]
         )
         x = self.scaler.transform(features[-self.window :])[None]
-        # The volatility of the last day depends on its last LOOKBACK returns only.
-        volatility = realized_volatility(close[-(LOOKBACK + 1) :])[-1:]
+        volatility = volatility_unit(bars.open[-n:], bars.high[-n:], bars.low[-n:], close)[-1:]
         returns = to_return_quantiles(self.raw(x), volatility, self.calibration)
         return to_prices(close[-1:], returns)[0]

@@ -2,8 +2,9 @@
 record, written by the trainer and read by everything that serves or judges the model.
 
 Nothing else reads or writes that file. Cards written before this record existed still
-load: the fields they carry under the same names are read, and the ones no longer kept
-(``bars_needed`` and ``interval_level``, which the card computes) are ignored.
+load: the fields they carry under the same names are read, their warm-up is what their
+``bars_needed`` says beyond the window, and the fields the card computes (``bars_needed``,
+``interval_level``) are otherwise ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.core.features import FEATURES, TARGET, WARMUP, Calibration
 
@@ -62,6 +63,13 @@ class ModelCard(BaseModel):
         if len(value) % 2 == 0 or value[len(value) // 2] != 0.5 or list(value) != sorted(value):
             raise ValueError(f"quantiles {value} must be sorted and odd in number around 0.5")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warmup_of_earlier_cards(cls, data):
+        if isinstance(data, dict) and "warmup" not in data and "bars_needed" in data:
+            data = {**data, "warmup": data["bars_needed"] - data["window"]}
+        return data
 
     @property
     def bars_needed(self) -> int:

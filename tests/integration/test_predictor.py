@@ -73,11 +73,12 @@ def test_forecast_from_explicit_history_equals_the_onnx_model(client, served_mod
 def test_model_info_describes_the_served_version(client, served_model):
     (info,) = client.model_info(served_model.ticker).models
     assert info.uri == f"models:/{served_model.name}@champion"
-    assert info.model.version == "1" and info.window == 20 and info.min_history_bars == 40
+    assert info.model.version == "1" and info.window == 20 and info.min_history_bars == 80
     assert info.data_last_date == "2023-12-28" and info.prices_last_date == "2023-12-28"
     assert list(info.quantiles) == [0.1, 0.5, 0.9]
-    # The test window is the last 60 target days: naive's MAE is their mean |close change|.
-    naive_mae = served_model.prices["Close"].diff().abs().iloc[-60:].mean()
+    # Three folds of 60 test days are the last 180 target days: naive's MAE is their mean
+    # |close change|.
+    naive_mae = served_model.prices["Close"].diff().abs().iloc[-180:].mean()
     assert info.naive_metrics["mae_brl"] == pytest.approx(naive_mae)
     assert info.test_metrics["mae_ratio_naive"] == pytest.approx(
         info.test_metrics["mae_brl"] / naive_mae
@@ -93,13 +94,13 @@ def expect_error(call, code: grpc.StatusCode, message: str) -> None:
 
 
 def with_bar(bars, number: int, **fields):
-    """The 60 bars with bar ``number`` (from 0) changed."""
+    """The bars with bar ``number`` (from 0) changed."""
     for name, value in fields.items():
         setattr(bars[number], name, value)
     return bars
 
 
-# Each bad request: the ticker and bars it sends (given the served ticker and 60 good bars),
+# Each bad request: the ticker and bars it sends (given the served ticker and 100 good bars),
 # and the status code and the words of the answer.
 BAD_REQUESTS = {
     "empty ticker": (lambda t, b: ("", None), "INVALID_ARGUMENT", "ticker is required"),
@@ -114,9 +115,9 @@ BAD_REQUESTS = {
         "no model serves ticker 'NOPE3.SA'; this server serves ",
     ),
     "too short": (
-        lambda t, b: (t, b[:39]),
+        lambda t, b: (t, b[:79]),
         "INVALID_ARGUMENT",
-        "history has 39 usable bars; the model needs at least 40 (a window of 20 plus 20 of warm-up)",
+        "history has 79 usable bars; the model needs at least 80 (a window of 20 plus 60 of warm-up)",
     ),
     "malformed date": (
         lambda t, b: (t, with_bar(b, 5, date="2023-13-01")),
@@ -126,39 +127,39 @@ BAD_REQUESTS = {
     "repeated date": (
         lambda t, b: (t, with_bar(b, 10, date=b[9].date)),
         "INVALID_ARGUMENT",
-        "history dates must strictly increase: 2023-10-16 follows 2023-10-16",
+        "history dates must strictly increase: 2023-08-17 follows 2023-08-17",
     ),
     "NaN close": (
         lambda t, b: (t, with_bar(b, 30, close=math.nan)),
         "INVALID_ARGUMENT",
-        "history: NaN or infinite values on 2023-11-16",
+        "history: NaN or infinite values on 2023-09-18",
     ),
     "infinite high": (
         lambda t, b: (t, with_bar(b, 30, high=math.inf)),
         "INVALID_ARGUMENT",
-        "history: NaN or infinite values on 2023-11-16",
+        "history: NaN or infinite values on 2023-09-18",
     ),
     "negative low": (
         lambda t, b: (t, with_bar(b, 30, low=-1.0)),
         "INVALID_ARGUMENT",
-        "history: zero or negative prices on 2023-11-16",
+        "history: zero or negative prices on 2023-09-18",
     ),
     "zero open": (
         lambda t, b: (t, with_bar(b, 30, open=0.0)),
         "INVALID_ARGUMENT",
-        "history: zero or negative prices on 2023-11-16",
+        "history: zero or negative prices on 2023-09-18",
     ),
     "high below the body": (
         lambda t, b: (t, with_bar(b, 30, high=1.0)),
         "INVALID_ARGUMENT",
-        "history: High below max(Open, Close) on 2023-11-16",
+        "history: High below max(Open, Close) on 2023-09-18",
     ),
 }
 
 
 def send(client, served_model, case: str):
     ticker, history = BAD_REQUESTS[case][0](
-        served_model.ticker, bars_from_frame(served_model.prices.iloc[-60:])
+        served_model.ticker, bars_from_frame(served_model.prices.iloc[-100:])
     )
     return lambda: client.forecast(ticker, history)
 

@@ -13,9 +13,9 @@ from services.core.features import (
     Scaler,
     feature_frame,
     make_windows,
-    realized_volatility,
     to_prices,
     to_return_quantiles,
+    volatility_unit,
 )
 from services.ingestion.sources import SyntheticSource
 
@@ -62,7 +62,7 @@ def test_windows_end_on_their_anchor_and_target_the_next_close(prices):
 def test_too_few_bars_is_a_clear_error(prices):
     scaler = Scaler.fit(feature_frame(prices), prices.index[-1])
     with pytest.raises(
-        ValueError, match=r"a window needs 60 \(plus 20 bars of warm-up\): at least 80 bars"
+        ValueError, match=r"a window needs 60 \(plus 60 bars of warm-up\): at least 120 bars"
     ):
         make_windows(prices.iloc[:50], scaler, window=60)
 
@@ -84,12 +84,19 @@ def test_outputs_are_in_units_of_volatility():
 
 
 def test_volatility_depends_only_on_the_last_bars(prices):
-    close = prices["Close"].to_numpy()
-    full = realized_volatility(close)
-    tail = realized_volatility(close[-(WARMUP + 1) :])
-    assert tail[-1] == pytest.approx(full[-1])
-    returns = np.log(prices["Close"]).diff().iloc[-20:]
-    assert full[-1] == pytest.approx(np.sqrt(np.mean(returns**2)))
+    bars = [prices[c].to_numpy() for c in ("Open", "High", "Low", "Close")]
+    full = volatility_unit(*bars)
+    tail = volatility_unit(*(b[-(WARMUP + 1) :] for b in bars))
+    assert tail[-1] == pytest.approx(full[-1], rel=1e-12)
+    # By hand: RiskMetrics' weights over the last 60 days, the latest weighing 1.
+    returns = np.log(prices["Close"]).diff().to_numpy()[-60:]
+    gap = np.log(prices["Open"] / prices["Close"].shift(1)).to_numpy()[-60:]
+    hl = np.log(prices["High"] / prices["Low"]).to_numpy()[-60:]
+    co = np.log(prices["Close"] / prices["Open"]).to_numpy()[-60:]
+    day = gap**2 + np.maximum(0.5 * hl**2 - 0.3862944 * co**2, 0)
+    weights = 0.94 ** np.arange(60)[::-1]
+    expected = np.sqrt(np.sum(weights * (returns**2 + day) / 2) / weights.sum())
+    assert full[-1] == pytest.approx(expected, rel=1e-6)
 
 
 def test_synthetic_history_only_grows_with_a_later_end():

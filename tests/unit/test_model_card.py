@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from services.core.features import FEATURES, TARGET, WARMUP, Calibration
+from services.core.features import TARGET, Calibration
 from services.core.model_card import ModelCard
 
 pytestmark = pytest.mark.unit
@@ -16,7 +16,7 @@ EARLIER_CARD = {
     "ticker": "PETR4.SA",
     "window": 60,
     "bars_needed": 80,
-    "features": list(FEATURES),
+    "features": ["log_return", "log_range", "log_body", "log_volume_ratio"],
     "target": TARGET,
     "quantiles": [0.1, 0.5, 0.9],
     "interval_level": 0.8,
@@ -46,7 +46,8 @@ EARLIER_CARD = {
 def test_cards_written_before_the_card_existed_still_load(tmp_path):
     (tmp_path / "metadata.json").write_text(json.dumps(EARLIER_CARD))
     card = ModelCard.read(tmp_path)
-    assert card.window == 60 and card.warmup == WARMUP and card.bars_needed == 80
+    assert card.window == 60 and card.warmup == 20 and card.bars_needed == 80
+    assert card.features == ("log_return", "log_range", "log_body", "log_volume_ratio")
     assert card.interval_level == pytest.approx(0.8)
     assert card.calibration == Calibration(shrink=0.0, widen=0.1375)
     assert card.data.last_date == "2024-12-30" and card.data.snapshot_run_id == "aa49d01d"

@@ -1,10 +1,10 @@
-"""The request path (numpy, a request's bars) against the frame path as it was (pandas).
+"""The request path (numpy, a request's bars) against the frame path, written in pandas.
 
-The oracle below is the pandas code the predictor ran before its fast path: the price rules
-of ``validate_prices``, the features of ``feature_frame`` and ``realized_volatility``, and the
-way a request's bars became a frame. On the real price files and on random histories, valid
-and invalid, the request path must give the same features (to 1e-12), the same forecasts and
-the same error messages.
+The oracle below is the pandas code the predictor ran before its fast path (the price rules
+of ``validate_prices`` and the way a request's bars became a frame), with the features and
+the volatility unit written again as pandas expressions of their definitions. On the real
+price files and on random histories, valid and invalid, the request path must give the same
+features (to 1e-12), the same forecasts and the same error messages.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from services.core.features import (
     FEATURES,
     LOOKBACK,
     MIN_VOLATILITY,
+    UNIT_DAYS,
+    UNIT_DECAY,
     WARMUP,
     Calibration,
     feature_frame,
-    realized_volatility,
+    volatility_unit,
 )
 from services.core.forecaster import ForecastModel
 from services.core.model_card import ModelCard
@@ -65,12 +67,28 @@ def reference_features(prices: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.log(volume / previous_mean)
     features["log_volume_ratio"] = np.clip(np.nan_to_num(ratio, nan=0.0), -5.0, 5.0)
+    unit = pd.Series(reference_volatility(prices) ** 2, index=prices.index)
+    day = reference_day_variance(prices).clip(lower=MIN_VOLATILITY**2)
+    for days in (1, 5, 22):
+        mean = day.rolling(days).mean()
+        features[f"range_variance_{days}d"] = np.log(mean / unit).clip(-6.0, 6.0)
+    squared = (np.log(prices["Close"]).diff() ** 2).clip(lower=MIN_VOLATILITY**2)
+    features["return_variance_5d"] = np.log(squared.rolling(5).mean() / unit).clip(-6.0, 6.0)
     return features.iloc[WARMUP:]
 
 
+def reference_day_variance(prices: pd.DataFrame) -> pd.Series:
+    """The overnight gap squared plus Garman-Klass."""
+    gap = np.log(prices["Open"] / prices["Close"].shift(1))
+    range_, body = np.log(prices["High"] / prices["Low"]), np.log(prices["Close"] / prices["Open"])
+    return gap**2 + (0.5 * range_**2 - (2 * math.log(2) - 1) * body**2).clip(lower=0.0)
+
+
 def reference_volatility(prices: pd.DataFrame) -> np.ndarray:
-    returns = np.log(prices["Close"]).diff()
-    return np.sqrt((returns**2).rolling(LOOKBACK).mean()).clip(lower=MIN_VOLATILITY).to_numpy()
+    blend = 0.5 * np.log(prices["Close"]).diff() ** 2 + 0.5 * reference_day_variance(prices)
+    weights = UNIT_DECAY ** np.arange(UNIT_DAYS)[::-1]  # the oldest day first
+    variance = blend.rolling(UNIT_DAYS).apply(lambda w: w @ weights / weights.sum(), raw=True)
+    return np.sqrt(variance).clip(lower=MIN_VOLATILITY).to_numpy()
 
 
 def _listed(index: pd.Index, mask) -> str:
@@ -181,7 +199,7 @@ def test_features_and_volatility_match_the_pandas_path_on_real_prices(ticker):
         feature_frame(prices).to_numpy(), reference_features(prices).to_numpy(), rtol=0, atol=1e-12
     )
     np.testing.assert_allclose(
-        realized_volatility(prices["Close"].to_numpy()),
+        volatility_unit(*(prices[c].to_numpy() for c in ("Open", "High", "Low", "Close"))),
         reference_volatility(prices),
         rtol=0,
         atol=1e-12,

@@ -97,7 +97,7 @@ def test_history_forecast_uses_only_the_given_bars(servicer, model, prices):
 
 def test_model_info(servicer):
     (info,) = servicer.GetModelInfo(forecast_pb2.ModelInfoRequest(), None).models
-    assert info.min_history_bars == 30 and info.window == 10
+    assert info.min_history_bars == 70 and info.window == 10  # plus 60 of warm-up
     assert info.test_metrics["mae_brl"] == 0.5 and info.prices_last_date == "2022-12-29"
 
 
@@ -107,7 +107,7 @@ def test_errors_are_domain_errors(servicer, prices):
     with pytest.raises(ModelNotFound, match=r"no model serves ticker 'X\.SA'"):
         servicer.Forecast(request(ticker="X.SA"), None)
     with pytest.raises(
-        InvalidInput, match="history has 5 usable bars; the model needs at least 30"
+        InvalidInput, match="history has 5 usable bars; the model needs at least 70"
     ):
         servicer.Forecast(request(history=bars_from_frame(prices.iloc[-5:])), None)
 
