@@ -108,8 +108,9 @@ def register_crafted_model(
     import torch
     from mlflow import MlflowClient
 
-    from services.core.features import FEATURES, Calibration
+    from services.core.features import FEATURES
     from services.core.model_card import DataLineage, ModelCard
+    from services.core.quantiles import Calibration
     from trainer.data import PriceDataModule
     from trainer.export import export_onnx
     from trainer.network import LSTMFactory

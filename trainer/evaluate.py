@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from services.core.features import Calibration, to_prices, to_return_quantiles
+from services.core.quantiles import Calibration, to_prices, to_return_quantiles
 from services.core.scoring import against_naive, interval_scores, pinball_loss
 
 SHRINK_GRID = np.linspace(0.0, 1.0, 21)

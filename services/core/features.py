@@ -1,13 +1,12 @@
-"""Feature windows and the forecast arithmetic shared by the trainer and the predictor.
+"""Features, the volatility unit and feature windows, shared by the trainer and the predictor.
 
 Numpy only, so the predictor computes exactly what the trainer computed, without torch.
 
 Each trading day t gets a feature row built from bars up to t; a sample is the window of
 the last ``window`` rows and its target is the next day's log return of the quoted close,
 in units of the day's volatility: the network learns the shape of tomorrow's return in
-calm and stormy months alike, and the current volatility sets its scale. Forecasts come
-back as log-return quantiles and become prices as ``last close x exp(return)``, so a
-drift in the price level cannot break the model.
+calm and stormy months alike, and the current volatility sets its scale
+(``services.core.quantiles`` turns the network's outputs back into prices).
 """
 
 from __future__ import annotations
@@ -222,36 +221,3 @@ def make_windows(prices: pd.DataFrame, scaler: Scaler, window: int) -> Windows:
             *(prices[c].to_numpy(dtype="float64") for c in ("Open", "High", "Low")), close
         )[first:],
     )
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Post-hoc corrections fitted on the validation split, applied to every forecast.
-
-    ``shrink`` scales the median return towards zero (0 is the naive forecast): the model
-    earns the right to move away from "tomorrow = today" only when validation shows it
-    helps. ``widen`` is the conformal correction, in units of volatility, that makes the
-    central interval cover its nominal share of validation days.
-    """
-
-    shrink: float = 1.0
-    widen: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {"shrink": self.shrink, "widen": self.widen}
-
-
-def to_return_quantiles(
-    raw: np.ndarray, volatility: np.ndarray, calibration: Calibration
-) -> np.ndarray:
-    """Model outputs (sorted quantiles, in units of volatility) -> calibrated log-return quantiles."""
-    raw = raw.astype("float64")
-    middle = raw.shape[1] // 2
-    median = calibration.shrink * raw[:, middle]
-    lower = np.minimum(raw[:, :middle] - calibration.widen, median[:, None])
-    upper = np.maximum(raw[:, middle + 1 :] + calibration.widen, median[:, None])
-    return np.column_stack([lower, median, upper]) * volatility[:, None]
-
-
-def to_prices(last_close: np.ndarray, return_quantiles: np.ndarray) -> np.ndarray:
-    return last_close[:, None] * np.exp(return_quantiles)

@@ -23,12 +23,11 @@ from services.core.features import (
     Windows,
     feature_matrix,
     make_windows,
-    to_prices,
-    to_return_quantiles,
     volatility_unit,
 )
 from services.core.model_card import METADATA_FILE, ModelCard
 from services.core.price_rules import Bars
+from services.core.quantiles import to_prices, to_return_quantiles
 
 MODEL_FILE = "model.onnx"
 SCALER_FILE = "scaler.json"

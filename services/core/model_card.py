@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.core.features import FEATURES, TARGET, WARMUP, Calibration
+from services.core.features import FEATURES, TARGET, WARMUP
+from services.core.quantiles import Calibration
 
 METADATA_FILE = "metadata.json"
 

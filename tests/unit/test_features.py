@@ -9,14 +9,12 @@ import pytest
 from services.core.features import (
     FEATURES,
     WARMUP,
-    Calibration,
     Scaler,
     feature_frame,
     make_windows,
-    to_prices,
-    to_return_quantiles,
     volatility_unit,
 )
+from services.core.quantiles import Calibration, to_prices, to_return_quantiles
 from services.ingestion.sources import SyntheticSource
 
 pytestmark = pytest.mark.unit

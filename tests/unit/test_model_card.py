@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from services.core.features import TARGET, Calibration
+from services.core.features import TARGET
 from services.core.model_card import ModelCard
+from services.core.quantiles import Calibration
 
 pytestmark = pytest.mark.unit
 

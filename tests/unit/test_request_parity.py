@@ -29,7 +29,6 @@ from services.core.features import (
     UNIT_DAYS,
     UNIT_DECAY,
     WARMUP,
-    Calibration,
     feature_frame,
     volatility_unit,
 )
@@ -37,6 +36,7 @@ from services.core.forecaster import ForecastModel
 from services.core.model_card import ModelCard
 from services.core.price_rules import Bars
 from services.core.prices import read_price_csv, validate_prices
+from services.core.quantiles import Calibration
 from services.ingestion.sources import SyntheticSource
 from services.predictor.errors import InvalidInput
 from services.predictor.forecasts import Bar, History, request_bars

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from services.core.features import FEATURES, to_return_quantiles
+from services.core.features import FEATURES
 from services.core.forecaster import Forecasts
+from services.core.quantiles import to_return_quantiles
 from services.ingestion.sources import SyntheticSource
 from tests.helpers import predictable_prices
 from trainer.data import DataError, PriceDataModule
