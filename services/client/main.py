@@ -94,7 +94,8 @@ def info_table(response) -> str:
             ),
             (
                 "interval",
-                f"{info.interval_level:.0%}, test coverage {test.get('coverage', float('nan')):.1%}",
+                f"{info.interval_level:.0%}, test coverage {test.get('coverage', float('nan')):.1%}, "
+                f"interval score R$ {test.get('interval_score_brl', float('nan')):.4f}",
             ),
         ]
         blocks.append("\n".join(f"{name:>12}  {value}" for name, value in rows))

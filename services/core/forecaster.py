@@ -2,7 +2,7 @@
 
 The trainer writes these three files into the ``model/`` folder of its run and registers
 that folder; the predictor serves it and the trainer reloads a champion from it to
-compare on the same test window. No torch and no pickle are involved.
+compare on the same test days. No torch and no pickle are involved.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """How forecasts of the next close are scored against the naive one, "tomorrow = today",
-on the same days: the one formula the test window, the champion gate and the predictor's
+on the same days: the one formula the test metrics, the champion gate and the predictor's
 realized errors all use."""
 
 from __future__ import annotations
