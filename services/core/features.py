@@ -51,7 +51,14 @@ def _after_first(values: np.ndarray) -> np.ndarray:
 def feature_matrix(
     open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray
 ) -> np.ndarray:
-    """One row of ``FEATURES`` per day, from that day's bar and the days before it.
+    """One row of ``FEATURES`` per day, from that day's bar and the days before it."""
+    return features_and_unit(open_, high, low, close, volume)[0]
+
+
+def features_and_unit(
+    open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``feature_matrix`` and ``volatility_unit`` of the same bars, sharing their parts.
 
     - log_return: log(Close_t / Close_t-1), the quantity being forecast;
     - log_range: log(High / Low), the day's intraday volatility;
@@ -70,19 +77,24 @@ def feature_matrix(
     # Zero or stale volume gives -inf or NaN: bounded, and neutral when undefined.
     ratio[np.isnan(ratio)] = 0.0
     returns = _after_first(np.diff(np.log(close)))
-    unit = volatility_unit(open_, high, low, close) ** 2
-    day = np.maximum(day_variance(open_, high, low, close), MIN_VOLATILITY**2)
+    day = day_variance(open_, high, low, close)
+    unit = _unit(returns, day)
+    day = np.maximum(day, MIN_VOLATILITY**2)
     squared = np.maximum(returns**2, MIN_VOLATILITY**2)
-    return np.column_stack(
+    variance = unit**2
+    features = np.column_stack(
         [
             returns,
             np.log(high / low),
             np.log(close / open_),
             np.clip(ratio, -5.0, 5.0),
-            *(_relative(_trailing_mean(day, days), unit) for days in (1, 5, 22)),
-            _relative(_trailing_mean(squared, 5), unit),
+            _relative(day, variance),
+            _relative(_trailing_mean(day, 5), variance),
+            _relative(_trailing_mean(day, 22), variance),
+            _relative(_trailing_mean(squared, 5), variance),
         ]
     )
+    return features, unit
 
 
 def _relative(variance: np.ndarray, unit: np.ndarray) -> np.ndarray:
@@ -121,8 +133,11 @@ def volatility_unit(
     only on the bars a forecast needs and serving from the last bars agrees exactly with
     evaluating over the whole history.
     """
-    squared = _after_first(np.diff(np.log(close)) ** 2)
-    blend = 0.5 * squared + 0.5 * day_variance(open_, high, low, close)
+    return _unit(_after_first(np.diff(np.log(close))), day_variance(open_, high, low, close))
+
+
+def _unit(returns: np.ndarray, day: np.ndarray) -> np.ndarray:
+    blend = 0.5 * returns**2 + 0.5 * day
     weights = UNIT_DECAY ** np.arange(UNIT_DAYS)  # the latest day first
     variance = np.full(len(blend), np.nan)
     if len(blend) >= UNIT_DAYS:

@@ -21,9 +21,8 @@ from services.core.features import (
     WARMUP,
     Scaler,
     Windows,
-    feature_matrix,
+    features_and_unit,
     make_windows,
-    volatility_unit,
 )
 from services.core.model_card import METADATA_FILE, ModelCard
 from services.core.price_rules import Bars
@@ -137,10 +136,10 @@ class ForecastModel:
         """
         n = self.bars_needed
         close = bars.close[-n:]
-        features = feature_matrix(
+        features, unit = features_and_unit(
             bars.open[-n:], bars.high[-n:], bars.low[-n:], close, bars.volume[-n:]
         )
         x = self.scaler.transform(features[-self.window :])[None]
-        volatility = volatility_unit(bars.open[-n:], bars.high[-n:], bars.low[-n:], close)[-1:]
+        volatility = unit[-1:]
         returns = to_return_quantiles(self.raw(x), volatility, self.calibration)
         return to_prices(close[-1:], returns)[0]
