@@ -13,24 +13,24 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from services.core.features import day_variance
+
 HORIZON = 22  # trading days: about a month
 LEVELS = (0.1, 0.5, 0.9)
 
 
-def day_variance(prices: pd.DataFrame) -> np.ndarray:
-    """Each day's variance estimate: half the squared close-to-close return, half the day's
-    Garman-Klass range variance plus its squared overnight gap."""
+def blended_variance(prices: pd.DataFrame) -> np.ndarray:
+    """Each day's variance estimate, as the product's volatility unit blends it: half the
+    squared close-to-close return, half the day's range variance."""
     o, h, low, c = (prices[k].to_numpy(dtype="float64") for k in ("Open", "High", "Low", "Close"))
     returns = np.r_[np.nan, np.diff(np.log(c))]
-    gap = np.r_[np.nan, np.log(o[1:] / c[:-1])]
-    range_ = np.log(h / low) ** 2 / 2 - (2 * np.log(2) - 1) * np.log(c / o) ** 2
-    return 0.5 * returns**2 + 0.5 * (gap**2 + np.maximum(range_, 0.0))
+    return 0.5 * returns**2 + 0.5 * day_variance(o, h, low, c)
 
 
 def hindsight(prices: pd.DataFrame, anchors: pd.DatetimeIndex) -> np.ndarray:
     """(anchors, 3) price quantiles from the next ``HORIZON`` days' realized variance."""
     close = prices["Close"].to_numpy(dtype="float64")
-    variance = pd.Series(day_variance(prices))
+    variance = pd.Series(blended_variance(prices))
     # The mean of days t+1 .. t+HORIZON at t (of those there are, near the end).
     ahead = variance[::-1].rolling(HORIZON, min_periods=1).mean()[::-1].shift(-1).to_numpy()
     sigma = np.sqrt(ahead)
