@@ -79,7 +79,7 @@ demo: $(STAMP) ## run the whole loop locally: MLflow, ingest, train, serve, fore
 bench: bench-accuracy bench-serving bench-containers ## run every benchmark; reports land in bench/reports/
 
 .PHONY: bench-accuracy
-bench-accuracy: $(STAMP) ## the model against naive, drift, 5-day mean and the seed recipe, 2024
+bench-accuracy: $(STAMP) ## walk-forward 2019-2024: the model against naive and classic volatility models (~30 min)
 	$(PY) -m bench.accuracy
 
 .PHONY: bench-serving
