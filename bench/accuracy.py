@@ -4,12 +4,14 @@ For each test year from 2019 to 2024, the product's recipe (``petr4-train``'s de
 through the same fold code) trains on everything before the year's validation block (the
 252 targets before the year), calibrates on that block and forecasts every day of the
 year. The classic interval forecasters of ``bench/classic.py`` forecast the same days from
-what was known at each anchor, and the seed project's recipe forecasts 2024's medians.
-Nothing here looks at a test year to choose anything.
+what was known at each anchor, the seed project's recipe forecasts 2024's medians, and
+``bench/hindsight.py`` shows what a forecaster that knew the next month's variance would
+score. Nothing here looks at a test year to choose anything: designs are compared with
+``--years 2013-2018``.
 
-Each ticker runs in its own process, so its wall time and peak memory are its own. Writes
-bench/reports/accuracy.{md,json}, the per-day forecasts (accuracy_forecasts.csv) and the
-plot accuracy.png.
+Each ticker runs in its own process, so its wall time and peak memory are its own.
+``bench/accuracy_report.py`` scores the record and writes bench/reports/accuracy.{md,json},
+the per-day forecasts (accuracy_forecasts.csv) and the plot accuracy.png.
 """
 
 from __future__ import annotations
