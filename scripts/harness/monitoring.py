@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
-from scripts.harness.processes import free_port, http_ok, wait_until
+from scripts.harness.processes import LoggedProcess, free_port, http_ok
 
 
 class ToolMissing(RuntimeError):
@@ -22,7 +21,7 @@ def installed(package: str, *names: str) -> str:
     raise ToolMissing(f"no {names[0]}: apt-get install -y --no-install-recommends {package}")
 
 
-class PrometheusServer:
+class PrometheusServer(LoggedProcess):
     """A real Prometheus scraping the given targets every second."""
 
     def __init__(
@@ -62,16 +61,10 @@ class PrometheusServer:
             f"--storage.tsdb.path={root / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
         ]
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> PrometheusServer:
-        self.log = (self.root / "prometheus.log").open("w")
-        self.process = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
-        try:
-            wait_until(lambda: http_ok(f"{self.url}/-/ready"), 30, "Prometheus to be ready")
-        except BaseException:
-            self.stop()
-            raise
+        self._launch(self.args, None, self.root / "prometheus.log")
+        self._wait_ready(lambda: http_ok(f"{self.url}/-/ready"), 30, "Prometheus to be ready")
         return self
 
     def query(self, expr: str) -> list[dict]:
@@ -84,20 +77,8 @@ class PrometheusServer:
         assert body["status"] == "success", body
         return body["data"]["result"]
 
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
-
-class AlertmanagerServer:
+class AlertmanagerServer(LoggedProcess):
     """Debian's Alertmanager with a given configuration, alone (no cluster peers)."""
 
     def __init__(self, root: Path, config: dict):
@@ -115,26 +96,8 @@ class AlertmanagerServer:
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--cluster.listen-address=",
         ]
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> AlertmanagerServer:
-        self.log = (self.root / "alertmanager.log").open("w")
-        self.process = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
-        try:
-            wait_until(lambda: http_ok(f"{self.url}/-/ready"), 30, "Alertmanager to be ready")
-        except BaseException:
-            self.stop()
-            raise
+        self._launch(self.args, None, self.root / "alertmanager.log")
+        self._wait_ready(lambda: http_ok(f"{self.url}/-/ready"), 30, "Alertmanager to be ready")
         return self
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()

@@ -5,6 +5,7 @@ a proxy that stages failures."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -47,7 +48,46 @@ def http_ok(url: str) -> bool:
         return False
 
 
-class MlflowServer:
+class LoggedProcess:
+    """A child process with its output in a log file: started, waited for, stopped.
+
+    ``stop`` asks it to end (SIGTERM), kills it after ``stop_grace`` seconds (at once when
+    that is 0) and closes the log; it is safe to call at any point, and more than once.
+    """
+
+    stop_grace: float = 15
+    process: subprocess.Popen | None = None
+
+    def _launch(self, args: list[str], env: dict[str, str] | None, log_path: Path) -> None:
+        self.log = log_path.open("w")
+        self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def _wait_ready(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Until ``ready()``; a timeout or an early exit stops the process and says why."""
+        try:
+            wait_until(lambda: self.process.poll() is not None or ready(), timeout, what)
+        except BaseException:
+            self.stop()  # a timed-out start leaves nothing running
+            raise
+        if self.process.poll() is not None:
+            code = self.process.returncode
+            self.stop()
+            raise RuntimeError(f"{what}: exited {code}: {Path(self.log.name).read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None and self.stop_grace:
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(self.stop_grace)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+class MlflowServer(LoggedProcess):
     """A real, lean MLflow tracking server: a SQLite store and proxied artifacts in ``root``."""
 
     def __init__(self, root: Path, port: int = 0):
@@ -61,46 +101,14 @@ class MlflowServer:
             "--artifacts-destination",
             str(root / "artifacts"),
         ]
-        self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> MlflowServer:
         env = {**os.environ, **QUIET_MLFLOW, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "server",
-                *self.store_args,
-                *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until(
-                lambda: self.process.poll() is not None or http_ok(f"{self.uri}/health"),
-                timeout,
-                "the MLflow server",
-            )
-        except BaseException:
-            self.stop()  # a timed-out start leaves nothing running
-            raise
-        if self.process.poll() is not None:
-            self.stop()
-            raise RuntimeError(f"MLflow server exited: {self.log_path.read_text()[-2000:]}")
+        command = [str(BIN / "mlflow"), "server", *self.store_args]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        self._launch(command, env, self.log_path)
+        self._wait_ready(lambda: http_ok(f"{self.uri}/health"), timeout, "the MLflow server")
         return self
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process:
-            self.log.close()
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 600, cwd: Path | None = None):
@@ -115,8 +123,10 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 600, cwd: Pat
     )
 
 
-class PredictorProcess:
+class PredictorProcess(LoggedProcess):
     """``petr4-serve`` as a real process on free ports, as the Deployment runs it."""
+
+    stop_grace = 0  # killed: tests that want its SIGTERM path call terminate()
 
     def __init__(
         self, root: Path, env: dict[str, str], *args: str, grpc_port: int = 0, metrics_port: int = 0
@@ -139,13 +149,9 @@ class PredictorProcess:
             *args,
         ]
         self.env = {**os.environ, **QUIET_MLFLOW, **env}
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> PredictorProcess:
-        self.log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            self.args, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        self._launch(self.args, self.env, self.log_path)
         return self
 
     def health(self) -> str:
@@ -179,15 +185,8 @@ class PredictorProcess:
     def output(self) -> str:
         return self.log_path.read_text()
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        if self.process:
-            self.log.close()
 
-
-class RetrainerProcess:
+class RetrainerProcess(LoggedProcess):
     """``petr4-retrain`` as a real process on free ports, against a kubeconfig's API server."""
 
     def __init__(self, root: Path, kubeconfig: Path, token: str, *args: str, port: int = 0):
@@ -212,24 +211,14 @@ class RetrainerProcess:
             str(self.token_file),
             *args,
         ]
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> RetrainerProcess:
-        self.log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            self.args, env={**os.environ, **QUIET_MLFLOW}, stdout=self.log, stderr=subprocess.STDOUT
+        self._launch(self.args, {**os.environ, **QUIET_MLFLOW}, self.log_path)
+        self._wait_ready(
+            lambda: http_ok(f"{self.url}/healthz"),
+            30,
+            f"the retraining receiver (log: {self.log_path})",
         )
-        try:
-            wait_until(
-                lambda: self.process.poll() is not None or http_ok(f"{self.url}/healthz"),
-                30,
-                f"the retraining receiver (log: {self.log_path})",
-            )
-        except BaseException:
-            self.stop()
-            raise
-        if self.process.poll() is not None:
-            raise RuntimeError(f"petr4-retrain exited: {self.log_path.read_text()[-3000:]}")
         return self
 
     def post(self, body: bytes | dict, token: str | None) -> tuple[int, dict]:
@@ -246,14 +235,3 @@ class RetrainerProcess:
                 return response.status, json.load(response)
         except urllib.error.HTTPError as error:
             return error.code, json.load(error)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process:
-            self.log.close()
