@@ -55,9 +55,8 @@ class JobLauncher:
         self.job_selector = job_selector
         self.cooldown_seconds = cooldown_seconds
         self._lock = threading.Lock()  # webhooks arrive on several threads; one decides at a time
-        self._started: dict[
-            str, float
-        ] = {}  # ticker -> monotonic time of this process's last start
+        # ticker -> monotonic time of this process's last start
+        self._started: dict[str, float] = {}
 
     def request(self, ticker: str, reason: dict[str, str]) -> Launch:
         """Start a training of ``ticker`` unless one runs or ran within the cooldown."""
