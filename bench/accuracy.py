@@ -65,14 +65,10 @@ def walk_forward(
     frames, years, skipped = [], {}, {}
     for year in test_years:
         try:
-            folds = yearly_folds(prices, settings, [year])
+            (dm,) = yearly_folds(prices, settings, [year])
         except DataError as exc:
             skipped[year] = str(exc)
             continue
-        if not folds:
-            skipped[year] = f"{csv.name} has no trading day in {year}"
-            continue
-        (dm,) = folds
         started = time.perf_counter()
         run = train_fold(settings, dm, scratch / str(year), logger=False)
         f = run.forecasts

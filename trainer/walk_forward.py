@@ -68,14 +68,19 @@ def trailing_folds(prices: pd.DataFrame, settings: TrainSettings) -> list[PriceD
 def yearly_folds(
     prices: pd.DataFrame, settings: TrainSettings, years: list[int]
 ) -> list[PriceDataModule]:
-    """One fold per calendar year: its targets are the test, the year's worth before validates."""
+    """One fold per calendar year: its targets are the test, the year's worth before validates.
+    DataError names a year the prices do not reach or cannot train for."""
     probe = _module(prices, settings, None, settings.test_days)
     known = probe.targets[~probe.targets.isna()]
     folds = []
     for year in years:
         in_year = known[known.year == year]
-        if len(in_year):
-            folds.append(_module(prices, settings, in_year[0], len(in_year)))
+        if not len(in_year):
+            raise DataError(
+                f"{settings.ticker}: no target day in {year}; the prices have targets from "
+                f"{known[0]:%Y-%m-%d} to {known[-1]:%Y-%m-%d}"
+            )
+        folds.append(_module(prices, settings, in_year[0], len(in_year)))
     return folds
 
 
