@@ -114,10 +114,13 @@ def day_variance(
     return gap**2 + garman_klass
 
 
+def _columns(prices: pd.DataFrame) -> list[np.ndarray]:
+    return [prices[c].to_numpy(dtype="float64") for c in ("Open", "High", "Low", "Close", "Volume")]
+
+
 def feature_frame(prices: pd.DataFrame) -> pd.DataFrame:
     """``feature_matrix`` of a price frame, by date, without the warm-up rows."""
-    columns = ("Open", "High", "Low", "Close", "Volume")
-    matrix = feature_matrix(*(prices[c].to_numpy(dtype="float64") for c in columns))
+    matrix = feature_matrix(*_columns(prices))
     return pd.DataFrame(matrix[WARMUP:], index=prices.index[WARMUP:], columns=list(FEATURES))
 
 
@@ -217,14 +220,15 @@ class Windows:
 
 def make_windows(prices: pd.DataFrame, scaler: Scaler, window: int) -> Windows:
     """Every full window of ``prices``, scaled; the last one has no target (it is the live one)."""
-    close = prices["Close"].to_numpy(dtype="float64")
-    features = feature_frame(prices)
+    open_, high, low, close, volume = _columns(prices)
+    matrix, unit = features_and_unit(open_, high, low, close, volume)
+    features = matrix[WARMUP:]
     if len(features) < window:
         raise ValueError(
             f"{len(prices)} bars give {len(features)} feature rows; a window needs {window} "
             f"(plus {WARMUP} bars of warm-up): at least {window + WARMUP} bars"
         )
-    scaled = scaler.transform(features.to_numpy())
+    scaled = scaler.transform(features)
     x = np.lib.stride_tricks.sliding_window_view(scaled, window, axis=0).transpose(0, 2, 1)
     first = WARMUP + window - 1  # the first anchor's position among the bars
     return Windows(
@@ -232,7 +236,5 @@ def make_windows(prices: pd.DataFrame, scaler: Scaler, window: int) -> Windows:
         y=np.r_[np.log(close[1:] / close[:-1]), np.nan][first:],  # the next day's log return
         anchor_dates=prices.index[first:],
         last_close=close[first:],
-        volatility=volatility_unit(
-            *(prices[c].to_numpy(dtype="float64") for c in ("Open", "High", "Low")), close
-        )[first:],
+        volatility=unit[first:],
     )
