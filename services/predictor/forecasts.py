@@ -22,17 +22,8 @@ _DASHES, _DIGITS = [4, 7], [0, 1, 2, 3, 5, 6, 8, 9]  # where YYYY-MM-DD has what
 
 
 class BarLike(Protocol):
-    """A daily bar as a request carries it: the proto's Bar, or a ``Bar``."""
+    """A daily bar as a request carries it (the proto's Bar), or anything shaped like it."""
 
-    date: str
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-
-
-class Bar(NamedTuple):
     date: str
     open: float
     high: float

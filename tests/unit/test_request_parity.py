@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 from datetime import date, timedelta
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ from services.core.prices import read_price_csv, validate_prices
 from services.core.quantiles import Calibration
 from services.ingestion.sources import SyntheticSource
 from services.predictor.errors import InvalidInput
-from services.predictor.forecasts import Bar, History, request_bars
+from services.predictor.forecasts import History, request_bars
 from services.predictor.wire import history_of
 from tests.helpers import SHARED_DATA
 from trainer.data import PriceDataModule
@@ -51,6 +52,17 @@ pytestmark = pytest.mark.unit
 WINDOW = 10
 MAX_BARS = 400
 TICKERS = ("PETR4.SA", "VALE3.SA", "ITUB4.SA", "BBDC4.SA")
+
+
+class Bar(NamedTuple):
+    """A daily bar as callers send it, without the proto."""
+
+    date: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
 
 
 # -- the oracle: the pandas path as it was -----------------------------------------------
