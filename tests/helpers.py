@@ -101,7 +101,6 @@ def register_crafted_model(
     """Register a model that forecasts a ``rise``-volatility gain every day, whatever the bars:
     a champion any sane model beats, and one whose realized error is far above naive's.
     ``trained_through`` is the last date its metadata claims it was trained on."""
-    import json
     import tempfile
 
     import mlflow
@@ -109,6 +108,7 @@ def register_crafted_model(
     from mlflow import MlflowClient
 
     from services.core.features import FEATURES
+    from services.core.forecaster import write_scalers
     from services.core.model_card import DataLineage, ModelCard
     from services.core.quantiles import Calibration
     from trainer.data import PriceDataModule
@@ -116,7 +116,7 @@ def register_crafted_model(
     from trainer.network import LSTMFactory
     from trainer.registry import Decision, register
 
-    dm = PriceDataModule(prices, window=20, val_days=60, test_days=60)
+    dm = PriceDataModule({"crafted": prices}, window=20, val_days=60, test_days=60)
     dm.setup()
     net = LSTMFactory(len(FEATURES), hidden_size=8)
     with torch.no_grad():
@@ -130,7 +130,7 @@ def register_crafted_model(
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         export_onnx(net, dm.subset("test").x, folder / "model.onnx")
-        (folder / "scaler.json").write_text(json.dumps(dm.scaler.to_dict()))
+        write_scalers(folder, {"": dm.series["crafted"].scaler})
         card.write(folder)
         mlflow.set_experiment("crafted-models")
         with mlflow.start_run() as run:

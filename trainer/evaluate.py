@@ -93,25 +93,38 @@ def beats(errors: np.ndarray, benchmark_errors: np.ndarray, level: float = 0.05)
 
 
 def fit_calibration(
-    raw: np.ndarray, y: np.ndarray, last_close: np.ndarray, volatility: np.ndarray, level: float
+    raw: np.ndarray,
+    y: np.ndarray,
+    last_close: np.ndarray,
+    volatility: np.ndarray,
+    level: float,
+    groups: np.ndarray | None = None,
 ) -> Calibration:
     """Fit the shrinkage of the median and the conformal widening on validation samples.
 
-    Shrinkage: the factor in [0, 1] with the lowest validation MAE in R$, taken only when
-    a one-sided Diebold-Mariano test says it beats the naive forecast (factor 0) at the
-    5 % level; otherwise 0. A gain smaller than its own noise is not a skill.
+    Shrinkage: the factor in [0, 1] with the lowest validation MAE, taken only when a
+    one-sided Diebold-Mariano test says it beats the naive forecast (factor 0) at the 5 %
+    level; otherwise 0. A gain smaller than its own noise is not a skill. With ``groups``
+    (the samples' tickers), each error counts relative to its ticker's naive MAE, so that
+    a stock priced at R$ 80 does not outweigh one at R$ 8.
     Widening: split-conformal quantile regression (Romano et al., 2019): the
     ``level``-quantile of how far each validation target falls outside its raw interval.
     """
     actual = last_close * np.exp(y)
+    scale = np.ones_like(actual)
+    if groups is not None:
+        naive = np.abs(last_close - actual)
+        for group in np.unique(groups):
+            scale[groups == group] = max(naive[groups == group].mean(), 1e-12)
     errors = []
     for shrink in SHRINK_GRID:
         q = to_prices(last_close, to_return_quantiles(raw, volatility, Calibration(shrink, 0.0)))
-        errors.append(q[:, q.shape[1] // 2] - actual)
+        errors.append((q[:, q.shape[1] // 2] - actual) / scale)
     best = int(np.argmin([np.mean(np.abs(e)) for e in errors]))
     significant = beats(errors[best], errors[0])
     shrink = float(SHRINK_GRID[best]) if significant else 0.0
-    # Conformity scores in units of volatility, so the correction carries across regimes.
+    # Conformity scores in units of volatility, so the correction carries across regimes
+    # and across stocks.
     z = y / volatility
     outside = np.maximum(raw[:, 0] - z, z - raw[:, -1])
     n = len(outside)

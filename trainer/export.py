@@ -1,9 +1,8 @@
 """The served model folder: the best network as ONNX, refused unless onnxruntime agrees with
-torch, beside its scaler."""
+torch, beside each ticker's scaler."""
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -13,16 +12,13 @@ import onnxruntime as ort
 import torch
 
 from services.core.features import Scaler
-from services.core.forecaster import INPUT_NAME, MODEL_FILE, OUTPUT_NAME, SCALER_FILE
+from services.core.forecaster import INPUT_NAME, MODEL_FILE, OUTPUT_NAME, write_scalers
+from trainer.errors import ExportError
 from trainer.network import LSTMFactory
 
 log = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-5
-
-
-class ExportError(RuntimeError):
-    """The ONNX graph does not reproduce the torch network."""
 
 
 def export_onnx(net: LSTMFactory, sample: np.ndarray, path: Path) -> float:
@@ -63,11 +59,13 @@ def export_onnx(net: LSTMFactory, sample: np.ndarray, path: Path) -> float:
     return difference
 
 
-def write_served_model(folder: Path, net: LSTMFactory, sample: np.ndarray, scaler: Scaler) -> float:
-    """model.onnx (checked against torch on ``sample``) and scaler.json into ``folder``; the
+def write_served_model(
+    folder: Path, net: LSTMFactory, sample: np.ndarray, scalers: dict[str, Scaler]
+) -> float:
+    """model.onnx (checked against torch on ``sample``) and scalers.json into ``folder``; the
     model card, which needs the served model's test metrics, is written once they are known.
     Returns the largest ONNX-against-torch difference."""
     folder.mkdir(parents=True, exist_ok=True)
     parity = export_onnx(net, sample, folder / MODEL_FILE)
-    (folder / SCALER_FILE).write_text(json.dumps(scaler.to_dict(), indent=2))
+    write_scalers(folder, scalers)
     return parity

@@ -38,23 +38,48 @@ class Lineage:
         )
 
 
-def load_prices(settings: TrainSettings, store: SnapshotStore) -> tuple[pd.DataFrame, Lineage]:
+def load_prices(
+    settings: TrainSettings, store: SnapshotStore
+) -> tuple[dict[str, pd.DataFrame], dict[str, Lineage]]:
+    """Every ticker's prices and where they came from; DataError, before anything is
+    trained, names every ticker without a snapshot."""
     if settings.data is not None:
         frame = read_price_csv(settings.data)
-        lineage = Lineage("file", str(settings.data.resolve()), sha256_file(settings.data), False)
-    else:
-        snapshot = store.latest(settings.ticker)
-        if snapshot is None:
-            raise DataError(
-                f"no snapshot of {settings.ticker} in MLflow experiment '{store.experiment}': "
-                f"run petr4-ingest --tickers {settings.ticker} first, or pass --data PATH.csv"
+        lineages = {
+            settings.ticker: Lineage(
+                "file", str(settings.data.resolve()), sha256_file(settings.data), False
             )
-        frame = store.load(snapshot)
-        lineage = Lineage(
-            "snapshot", snapshot.artifact_path, snapshot.sha256, snapshot.synthetic, snapshot.run_id
-        )
-    frame, _ = validate_prices(frame, settings.ticker)  # non-finite or inconsistent rows stop here
-    return frame, lineage
+        }
+        frames = {settings.ticker: frame}
+    else:
+        universe = settings.universe
+        snapshots = store.latest_of(universe)
+        missing = [t for t in universe if t not in snapshots]
+        if missing:
+            raise DataError(
+                f"no snapshot of {', '.join(missing)} in MLflow experiment '{store.experiment}': "
+                f"run petr4-ingest --tickers {' '.join(missing)} first"
+                + (", or pass --data PATH.csv" if len(universe) == 1 else "")
+            )
+        frames = {t: store.load(s) for t, s in snapshots.items()}
+        lineages = {
+            t: Lineage("snapshot", s.artifact_path, s.sha256, s.synthetic, s.run_id)
+            for t, s in snapshots.items()
+        }
+    # Non-finite or inconsistent rows stop here.
+    prices = {t: validate_prices(frame, t)[0] for t, frame in frames.items()}
+    return prices, lineages
+
+
+def dataset_inputs(prices: dict[str, pd.DataFrame], lineages: dict[str, Lineage]) -> None:
+    """Each ticker's prices as an MLflow dataset input of the active run (name, digest and a
+    URL that fetches them), logged in one request."""
+    datasets = [dataset_input(prices[t], lineages[t], t) for t in prices]
+    mlflow.log_inputs(
+        datasets=datasets,
+        contexts=["training"] * len(datasets),
+        tags_list=[{"snapshot_run_id": lineages[t].snapshot_run_id or "none"} for t in prices],
+    )
 
 
 def dataset_input(frame: pd.DataFrame, lineage: Lineage, ticker: str):
@@ -74,29 +99,42 @@ def dataset_input(frame: pd.DataFrame, lineage: Lineage, ticker: str):
 
 
 def run_params(
-    settings: TrainSettings, prices: pd.DataFrame, lineage: Lineage, folds: list[PriceDataModule]
+    settings: TrainSettings,
+    prices: dict[str, pd.DataFrame],
+    lineages: dict[str, Lineage],
+    folds: list[PriceDataModule],
 ) -> dict:
     """Data and training parameters; the network's own come from Lightning's hyperparameters.
-    Splits and scaler are the shipped model's, the last fold's."""
+    Splits are the shipped model's, the last fold's; a one-ticker run also names its data's
+    digest and scaler (a pooled run's are in its dataset inputs and its scalers.json)."""
     dm = folds[-1]
-    return {
-        "ticker": settings.ticker,
+    params = {
+        "tickers": ",".join(prices),
+        "ticker_count": len(prices),
         "window": settings.window,
         "features": ",".join(FEATURES),
         "target": TARGET,
-        "data_first_date": prices.index[0].strftime("%Y-%m-%d"),
-        "data_last_date": prices.index[-1].strftime("%Y-%m-%d"),
-        "data_rows": len(prices),
-        "data_source": lineage.source,
-        "data_sha256": lineage.sha256,
-        "snapshot_run_id": lineage.snapshot_run_id or "none",
-        "scaler_fitted_through": dm.scaler.fitted_through,
-        "target_center_removed": dm.target_center,
+        "data_first_date": min(p.index[0] for p in prices.values()).strftime("%Y-%m-%d"),
+        "data_last_date": max(p.index[-1] for p in prices.values()).strftime("%Y-%m-%d"),
+        "data_rows": sum(len(p) for p in prices.values()),
+        "data_source": next(iter(lineages.values())).source,
         **dm.splits.to_params(),
         "folds": len(folds),
         "walk_forward_test_start": folds[0].splits.test[0].strftime("%Y-%m-%d"),
+        "calibration": settings.calibration,
         "batch_size": settings.batch_size,
         "max_epochs": settings.max_epochs,
         "patience": settings.patience,
         "seed": settings.seed,
     }
+    if len(prices) == 1:
+        ((ticker, lineage),) = lineages.items()
+        series = dm.series[ticker]
+        params |= {
+            "ticker": ticker,
+            "data_sha256": lineage.sha256,
+            "snapshot_run_id": lineage.snapshot_run_id or "none",
+            "scaler_fitted_through": series.scaler.fitted_through,
+            "target_center_removed": series.center,
+        }
+    return params

@@ -1,7 +1,8 @@
-"""petr4-train: train the LSTM on the latest snapshot, evaluate it in R$ against the
+"""petr4-train: train the LSTM on the latest snapshots, evaluate it in R$ against the
 baselines, log everything to MLflow and register a version per ticker.
 
-  petr4-train --ticker PETR4.SA                  the latest snapshot of PETR4.SA, from MLflow
+  petr4-train --ticker PETR4.SA                  one model for PETR4.SA, from its latest snapshot
+  petr4-train --tickers PETR4.SA VALE3.SA ...    one pooled model for the list, a version each
   petr4-train --data prices.csv --no-register    a local CSV, an experiment only
 """
 
@@ -13,10 +14,8 @@ from collections.abc import Sequence
 
 from services.core import tracking
 from services.core.logging import configure_logging
-from services.core.prices import PriceFileError, PriceValidationError
 from services.core.settings import parse_settings
-from trainer.data import DataError
-from trainer.export import ExportError
+from trainer.errors import DataError, ExportError
 from trainer.settings import TrainSettings
 
 log = logging.getLogger("trainer")
@@ -29,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
     from requests import RequestException
 
+    from services.core.prices import PriceFileError, PriceValidationError
     from trainer.train import train  # torch and Lightning load only once the flags are valid
 
     try:
@@ -44,15 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(result.summary)
     print()
     print(f"MLflow run {result.run_id}")
-    if result.version is None:
+    if not settings.register_model:
         print("not registered (--no-register)")
-    else:
-        verdict = "moved to" if result.decision.promote else "kept off"
+    for registered in result.registered.values():
+        verdict = "moved to" if registered.decision.promote else "kept off"
         print(
-            f"registered {result.model_name} version {result.version}; "
+            f"registered {registered.model_name} version {registered.version}; "
             f"alias 'champion' {verdict} it:"
         )
-        print(f"  {result.decision.reason}")
+        print(f"  {registered.decision.reason}")
     return 0
 
 

@@ -1,8 +1,9 @@
 """One registered model per ticker; the ``champion`` alias moves only on proven evidence.
 
-The evidence is the candidate's walk-forward record: its median must be no worse than the
-naive forecast there, and its interval no worse than the champion's on the same days, the
-champion's forecasts for them being ones it made without having seen the day.
+The evidence is the candidate's walk-forward record of that ticker: its median must be no
+worse than the naive forecast there, and its interval no worse than the ticker's champion's
+on the same days, the champion's forecasts for them being ones it made without having seen
+the day. A pooled run registers a version for each of its tickers, each judged on its own.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -18,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from services.core.forecaster import ArtifactError, ForecastModel, Forecasts
-from services.core.naming import CHAMPION_ALIAS
+from services.core.naming import CHAMPION_ALIAS, registered_model_name
 from services.core.scoring import against_naive, interval_scores
 from trainer.data import target_dates
 
@@ -41,13 +43,42 @@ def current_champion(client: MlflowClient, name: str):
         return None
 
 
-def _record(run_id: str, folder: str) -> pd.DataFrame:
-    """A run's walk-forward forecasts by anchor date; empty for runs that kept none."""
+class Champions:
+    """Champions' served models and walk-forward records, fetched once per run for a whole
+    registration pass: a pooled champion serves every ticker of a pooled candidate."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._models: dict[str, ForecastModel] = {}
+        self._records: dict[str, pd.DataFrame] = {}
+
+    def model(self, name: str, version: str, run_id: str) -> ForecastModel:
+        key = run_id or f"{name}/{version}"
+        if key not in self._models:
+            local = mlflow.artifacts.download_artifacts(
+                f"models:/{name}/{version}",
+                dst_path=str(self.folder / f"model-{len(self._models)}"),
+            )
+            self._models[key] = ForecastModel(local)
+        return self._models[key]
+
+    def record(self, run_id: str, ticker: str) -> pd.DataFrame:
+        """A run's walk-forward forecasts of ``ticker`` by anchor date; empty for runs that
+        kept none. Records of one-ticker runs before pooled models have no ticker column."""
+        if run_id not in self._records:
+            self._records[run_id] = _record(run_id, self.folder / f"record-{len(self._records)}")
+        record = self._records[run_id]
+        if "ticker" in record:
+            record = record[record["ticker"] == ticker]
+        return record
+
+
+def _record(run_id: str, folder: Path) -> pd.DataFrame:
     if not run_id:
         return pd.DataFrame()
     try:
         path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=RECORD, dst_path=folder
+            run_id=run_id, artifact_path=RECORD, dst_path=str(folder)
         )
     except (MlflowException, OSError):
         return pd.DataFrame()
@@ -55,28 +86,37 @@ def _record(run_id: str, folder: str) -> pd.DataFrame:
 
 
 def out_of_sample(
-    name: str, version: str, prices: pd.DataFrame, anchors: pd.DatetimeIndex
+    name: str,
+    version: str,
+    ticker: str,
+    prices: pd.DataFrame,
+    anchors: pd.DatetimeIndex,
+    champions: Champions | None = None,
 ) -> pd.DataFrame:
     """A version's price quantiles (one column per level) for those of ``anchors`` it forecast
     without having seen the day: its run's walk-forward record, then its served model's
     forecasts from its own first test day on. Raises ArtifactError when this code cannot
     serve it."""
-    with tempfile.TemporaryDirectory() as folder:
-        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=folder)
-        served = ForecastModel(local)
-        record = _record(served.card.run_id, folder)
+    if champions is None:
+        with tempfile.TemporaryDirectory() as folder:
+            return out_of_sample(name, version, ticker, prices, anchors, Champions(Path(folder)))
+    found = MlflowClient().get_model_version(name, version)
+    served = champions.model(name, version, found.run_id).for_ticker(ticker)
+    record = champions.record(found.run_id, ticker)
     levels = list(served.quantiles)
     # The served model saw nothing from its first test target on (or after its data, for
     # cards that do not say; a card that says neither claims nothing and is taken at its word).
     card = served.card
     if "test_start" in card.splits:
         unseen = target_dates(prices, anchors) >= pd.Timestamp(card.splits["test_start"])
-    elif card.data.last_date:
-        unseen = target_dates(prices, anchors) > pd.Timestamp(card.data.last_date)
+    elif served.fit.data.last_date:
+        unseen = target_dates(prices, anchors) > pd.Timestamp(served.fit.data.last_date)
     else:
         unseen = np.ones(len(anchors), dtype=bool)
-    forecasts = served.forecast(prices, anchors[unseen])
-    frame = pd.DataFrame(forecasts.prices, index=forecasts.anchor_dates, columns=levels)
+    frame = pd.DataFrame(columns=levels, dtype="float64")
+    if unseen.any():
+        forecasts = served.forecast(prices, anchors[unseen])
+        frame = pd.DataFrame(forecasts.prices, index=forecasts.anchor_dates, columns=levels)
     if not record.empty:
         columns = [f"forecast_q{round(q * 100):02d}" for q in levels]
         earlier = record.loc[record.index.isin(anchors) & ~record.index.isin(frame.index), columns]
@@ -86,14 +126,17 @@ def out_of_sample(
 
 def decide(
     client: MlflowClient,
-    name: str,
+    ticker: str,
     evidence: Forecasts,
     prices: pd.DataFrame,
     levels,
     tolerance: float = 0.0,
+    champions: Champions | None = None,
 ) -> Decision:
-    """Promote when the median's MAE is at most naive's over the walk-forward test days, and
-    the interval score at most the champion's on the days both forecast out of sample."""
+    """Promote when the median's MAE is at most naive's over the ticker's walk-forward test
+    days, and the interval score at most its champion's on the days both forecast out of
+    sample."""
+    name = registered_model_name(ticker)
     scored = against_naive(evidence.median, evidence.actual, evidence.last_close)
     mae, naive = scored.mae, scored.naive_mae
     if mae > naive * (1 + tolerance):
@@ -106,7 +149,7 @@ def decide(
         return Decision(True, f"first champion: {median_ok}")
     version = champion.version
     try:
-        theirs = out_of_sample(name, version, prices, evidence.anchor_dates)
+        theirs = out_of_sample(name, version, ticker, prices, evidence.anchor_dates, champions)
     except ArtifactError as exc:
         return Decision(
             True, f"champion v{version} cannot be served by this code ({exc}); {median_ok}"

@@ -1,4 +1,5 @@
-"""What a training run leaves for people: the backtest plot and the test predictions."""
+"""What a training run leaves for people: the summary, the test predictions and a backtest
+plot of each ticker."""
 
 from __future__ import annotations
 
@@ -11,19 +12,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from services.core.forecaster import Forecasts
 from services.core.scoring import against_naive, interval_scores
+from trainer.data import target_dates
 from trainer.evaluate import summary_table
+from trainer.walk_forward import Evidence
 
 
 def predictions_frame(
-    forecasts: Forecasts, target_dates: pd.DatetimeIndex, folds: np.ndarray, quantiles
+    ticker: str, evidence: Evidence, prices: pd.DataFrame, quantiles
 ) -> pd.DataFrame:
+    forecasts = evidence.forecasts
+    targets = target_dates(prices, forecasts.anchor_dates)
     frame = pd.DataFrame(
         {
-            "fold": folds,
+            "ticker": ticker,
+            "fold": evidence.folds,
             "anchor_date": forecasts.anchor_dates.strftime("%Y-%m-%d"),
-            "target_date": target_dates.strftime("%Y-%m-%d"),
+            "target_date": targets.strftime("%Y-%m-%d"),
             "last_close": forecasts.last_close,
             "actual_close": forecasts.actual,
         }
@@ -91,20 +96,56 @@ def fold_table(predictions: pd.DataFrame, quantiles) -> str:
     return "\n".join(lines)
 
 
+def overview_table(predictions: pd.DataFrame, quantiles) -> str:
+    """One row per ticker of a pooled run: its walk-forward days against naive."""
+    alpha = 1.0 - (quantiles[-1] - quantiles[0])
+    lines = [
+        "| ticker | days | MAE/naive | coverage | interval score R$ | width R$ |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for ticker, part in predictions.groupby("ticker", sort=False):
+        lower, median, upper = (b.to_numpy() for b in _bands(part))
+        actual = part["actual_close"].to_numpy()
+        ratio = against_naive(median, actual, part["last_close"].to_numpy()).ratio
+        covered = np.mean((actual >= lower) & (actual <= upper))
+        score = np.mean(interval_scores(actual, lower, upper, alpha))
+        lines.append(
+            f"| {ticker} | {len(part)} | {ratio:.4f} | {covered:.1%} | {score:.3f} | "
+            f"{np.mean(upper - lower):.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def write_reports(
     folder: Path,
-    forecasts: Forecasts,
-    target_dates: pd.DatetimeIndex,
-    folds: np.ndarray,
-    rows: dict[str, dict[str, float]],
+    evidence: dict[str, Evidence],
+    prices: dict[str, pd.DataFrame],
+    rows: dict[str, dict[str, dict[str, float]]],
     title: str,
     quantiles,
+    sat_out: dict[str, list[str]],
 ) -> str:
-    """The summary tables, the test predictions and the backtest plot; returns the summary."""
-    predictions = predictions_frame(forecasts, target_dates, folds, quantiles)
-    summary = summary_table(rows, title) + "\n\n" + fold_table(predictions, quantiles)
+    """The summary, every ticker's test predictions and backtest plot; returns what to print:
+    the summary of a one-ticker run, the overview of a pooled one."""
+    frames = {t: predictions_frame(t, e, prices[t], quantiles) for t, e in evidence.items()}
+    predictions = pd.concat(frames.values(), ignore_index=True)
     folder.mkdir()
+    (folder / "backtest").mkdir()
     predictions.to_csv(folder / "test_predictions.csv", index=False)
-    backtest_plot(predictions, title, folder / "backtest.png")
+    sections = []
+    for ticker, frame in frames.items():
+        backtest_plot(frame, f"{ticker}: {title}", folder / "backtest" / f"{ticker}.png")
+        table = summary_table(rows[ticker], f"{ticker}: {title}")
+        sections.append(table + "\n\n" + fold_table(frame, quantiles))
+    if len(frames) == 1:
+        summary = sections[0]
+        shown = summary
+    else:
+        shown = f"**{title}**\n\n" + overview_table(predictions, quantiles)
+        if sat_out:
+            shown += "\n\nTrained on fewer folds:\n" + "\n".join(
+                f"- {t}: sat out {'; '.join(why)}" for t, why in sat_out.items()
+            )
+        summary = shown + "\n\n" + "\n\n".join(sections)
     (folder / "summary.md").write_text(summary + "\n")
-    return summary
+    return shown

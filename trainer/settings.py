@@ -3,13 +3,18 @@ from __future__ import annotations
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.core.naming import Ticker
-from services.core.snapshots import PRICES_EXPERIMENT
+from services.core.naming import PRICES_EXPERIMENT, Ticker
 from services.core.tracking import MlflowSettings
+
+# A pooled epoch holds every ticker's windows, many times one ticker's: larger batches keep
+# the cores busy, and fewer epochs without progress are worth waiting for. By pooled or not.
+BATCH_SIZE = {False: 64, True: 256}
+PATIENCE = {False: 10, True: 3}
 
 
 class TrainSettings(MlflowSettings):
@@ -17,9 +22,16 @@ class TrainSettings(MlflowSettings):
 
     model_config = SettingsConfigDict(env_prefix="PETR4_TRAIN_")
 
-    ticker: Ticker = Field("PETR4.SA", description="ticker whose latest snapshot is trained on")
+    ticker: Ticker = Field(
+        "PETR4.SA", description="ticker whose latest snapshot is trained on: a model of its own"
+    )
+    tickers: list[Ticker] = Field(
+        [],
+        description="instead of --ticker: one pooled model trained on all these tickers' "
+        "latest snapshots, registered as a version of each ticker's model",
+    )
     data: Path | None = Field(
-        None, description="train on this Yahoo-format CSV instead of a snapshot"
+        None, description="train --ticker on this Yahoo-format CSV instead of a snapshot"
     )
     prices_experiment: str = Field(
         PRICES_EXPERIMENT, description="MLflow experiment of the snapshots"
@@ -47,16 +59,29 @@ class TrainSettings(MlflowSettings):
         0.2, ge=0, lt=1, description="dropout between layers and before the head"
     )
     learning_rate: float = Field(1e-3, gt=0, description="Adam's learning rate")
-    batch_size: int = Field(64, ge=1, description="training batch size")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description=f"training batch size (default: {BATCH_SIZE[False]} for one ticker, "
+        f"{BATCH_SIZE[True]} pooled, whose epochs hold every ticker's windows)",
+    )
     max_epochs: int = Field(50, ge=1, description="upper bound on epochs")
-    patience: int = Field(
-        10, ge=1, description="epochs without a better validation loss before stopping"
+    patience: int | None = Field(
+        None,
+        ge=1,
+        description="epochs without a better validation loss before stopping (default: "
+        f"{PATIENCE[False]} for one ticker, {PATIENCE[True]} pooled)",
     )
     seed: int = Field(42, description="seed of every random generator")
     register_model: bool = Field(
         True,
         description="register the model version (--no-register for experiments)",
         json_schema_extra={"flag": "--register"},  # "register" would shadow ABCMeta.register
+    )
+    calibration: Literal["pooled", "per-ticker"] = Field(
+        "pooled",
+        description="fit the median's shrinkage and the interval's conformal widening on every "
+        "ticker's validation days together, or on each ticker's own",
     )
     champion_tolerance: float = Field(
         0.0,
@@ -71,6 +96,30 @@ class TrainSettings(MlflowSettings):
     work_dir: Path = Field(Path(".cache/petr4/train"), description="scratch folder for checkpoints")
     log_level: str = Field("INFO", description="logging level")
     json_logs: bool = Field(False, description="log one JSON object per line")
+
+    @property
+    def universe(self) -> list[str]:
+        """The tickers this training covers: --tickers, else --ticker alone."""
+        return list(self.tickers) or [self.ticker]
+
+    @model_validator(mode="after")
+    def _one_kind_of_training(self) -> TrainSettings:
+        if self.tickers and "ticker" in self.model_fields_set:
+            raise ValueError(
+                "give --ticker (one model for one ticker) or --tickers (one pooled model for "
+                "the list), not both"
+            )
+        repeated = sorted({t for t in self.tickers if self.tickers.count(t) > 1})
+        if repeated:
+            raise ValueError(f"--tickers names {', '.join(repeated)} more than once")
+        if self.tickers and self.data is not None:
+            raise ValueError(
+                "--data is one ticker's CSV; --tickers trains on each ticker's latest snapshot"
+            )
+        pooled = bool(self.tickers)
+        self.batch_size = self.batch_size or BATCH_SIZE[pooled]
+        self.patience = self.patience or PATIENCE[pooled]
+        return self
 
     @field_validator("quantiles")
     @classmethod

@@ -79,7 +79,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self, ticker: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("ticker", "model", "uri", "trained_at", "data_first_date", "data_last_date", "synthetic_data", "window", "min_history_bars", "quantiles", "interval_level", "test_metrics", "naive_metrics", "prices_last_date")
+    __slots__ = ("ticker", "model", "uri", "trained_at", "data_first_date", "data_last_date", "synthetic_data", "window", "min_history_bars", "quantiles", "interval_level", "test_metrics", "naive_metrics", "prices_last_date", "trained_on", "ready", "not_ready_reason")
     class TestMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,9 @@ class ModelInfo(_message.Message):
     TEST_METRICS_FIELD_NUMBER: _ClassVar[int]
     NAIVE_METRICS_FIELD_NUMBER: _ClassVar[int]
     PRICES_LAST_DATE_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_ON_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    NOT_READY_REASON_FIELD_NUMBER: _ClassVar[int]
     ticker: str
     model: ModelRef
     uri: str
@@ -122,7 +125,10 @@ class ModelInfo(_message.Message):
     test_metrics: _containers.ScalarMap[str, float]
     naive_metrics: _containers.ScalarMap[str, float]
     prices_last_date: str
-    def __init__(self, ticker: _Optional[str] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., uri: _Optional[str] = ..., trained_at: _Optional[str] = ..., data_first_date: _Optional[str] = ..., data_last_date: _Optional[str] = ..., synthetic_data: _Optional[bool] = ..., window: _Optional[int] = ..., min_history_bars: _Optional[int] = ..., quantiles: _Optional[_Iterable[float]] = ..., interval_level: _Optional[float] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., naive_metrics: _Optional[_Mapping[str, float]] = ..., prices_last_date: _Optional[str] = ...) -> None: ...
+    trained_on: _containers.RepeatedScalarFieldContainer[str]
+    ready: bool
+    not_ready_reason: str
+    def __init__(self, ticker: _Optional[str] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., uri: _Optional[str] = ..., trained_at: _Optional[str] = ..., data_first_date: _Optional[str] = ..., data_last_date: _Optional[str] = ..., synthetic_data: _Optional[bool] = ..., window: _Optional[int] = ..., min_history_bars: _Optional[int] = ..., quantiles: _Optional[_Iterable[float]] = ..., interval_level: _Optional[float] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., naive_metrics: _Optional[_Mapping[str, float]] = ..., prices_last_date: _Optional[str] = ..., trained_on: _Optional[_Iterable[str]] = ..., ready: _Optional[bool] = ..., not_ready_reason: _Optional[str] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
     __slots__ = ("models",)

@@ -60,7 +60,8 @@ class ForecastServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetModelInfo(self, request, context):
-        """Describe the model serving a ticker, or every served model when ticker is empty.
+        """Describe the model serving a ticker, or every configured ticker's when ticker is empty
+        (a ticker that is not served then says why, with ready false).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -217,6 +217,17 @@ class Windows:
             self.volatility[keep],
         )
 
+    @classmethod
+    def concatenate(cls, parts: list[Windows]) -> Windows:
+        """Several tickers' windows as one batch, one after the other."""
+        return cls(
+            np.concatenate([p.x for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            pd.DatetimeIndex(np.concatenate([p.anchor_dates for p in parts])),
+            np.concatenate([p.last_close for p in parts]),
+            np.concatenate([p.volatility for p in parts]),
+        )
+
 
 def make_windows(prices: pd.DataFrame, scaler: Scaler, window: int) -> Windows:
     """Every full window of ``prices``, scaled; the last one has no target (it is the live one)."""

@@ -24,12 +24,13 @@ from services.core.features import (
     features_and_unit,
     make_windows,
 )
-from services.core.model_card import METADATA_FILE, ModelCard
+from services.core.model_card import METADATA_FILE, ModelCard, TickerFit
 from services.core.price_rules import Bars
 from services.core.quantiles import to_prices, to_return_quantiles
 
 MODEL_FILE = "model.onnx"
-SCALER_FILE = "scaler.json"
+SCALERS_FILE = "scalers.json"  # each ticker's scaler, by ticker
+SCALER_FILE = "scaler.json"  # the one scaler of a model written before pooled models
 INPUT_NAME = "window"
 OUTPUT_NAME = "quantiles"
 
@@ -52,22 +53,41 @@ class Forecasts:
         return self.prices[:, self.prices.shape[1] // 2]
 
 
+def write_scalers(folder: Path, scalers: dict[str, Scaler]) -> None:
+    (Path(folder) / SCALERS_FILE).write_text(
+        json.dumps({ticker: scaler.to_dict() for ticker, scaler in scalers.items()}, indent=2)
+    )
+
+
+def _read_scalers(folder: Path, card: ModelCard) -> dict[str, Scaler]:
+    if (folder / SCALERS_FILE).is_file():
+        stored = json.loads((folder / SCALERS_FILE).read_text())
+    else:  # one scaler, of the card's one ticker
+        stored = {next(iter(card.tickers)): json.loads((folder / SCALER_FILE).read_text())}
+    if set(stored) != set(card.tickers):
+        raise ArtifactError(
+            f"{folder}: scalers for {sorted(stored)}, a model card for {sorted(card.tickers)}"
+        )
+    return {ticker: Scaler.from_dict(data) for ticker, data in stored.items()}
+
+
 class ForecastModel:
-    """Loads and checks one model folder, then turns price frames into forecasts."""
+    """One model folder, loaded and checked: the ONNX graph, one session however many tickers
+    it serves, and each ticker's scaler and calibration (``for_ticker``)."""
 
     def __init__(self, folder: str | Path, card: ModelCard | None = None):
         """``card`` stands in for the folder's own while the trainer is still writing it."""
         folder = Path(folder)
-        needed = (MODEL_FILE, SCALER_FILE) + (() if card else (METADATA_FILE,))
+        scalers = SCALER_FILE if (folder / SCALER_FILE).is_file() else SCALERS_FILE
+        needed = (MODEL_FILE, scalers) + (() if card else (METADATA_FILE,))
         missing = [f for f in needed if not (folder / f).is_file()]
         if missing:
             raise ArtifactError(f"model folder {folder} lacks {', '.join(missing)}")
         try:
             self.card = card or ModelCard.read(folder)
-        except ValueError as exc:
-            raise ArtifactError(f"{folder / METADATA_FILE}: {exc}") from exc
-        self.scaler = Scaler.from_dict(json.loads((folder / SCALER_FILE).read_text()))
-        self.calibration = self.card.calibration
+            self.scalers = _read_scalers(folder, self.card)
+        except (ValueError, KeyError) as exc:
+            raise ArtifactError(f"{folder}: {exc}") from exc
         self.window = self.card.window
         self.quantiles = self.card.quantiles
         options = ort.SessionOptions()
@@ -103,9 +123,60 @@ class ForecastModel:
     def interval_level(self) -> float:
         return self.card.interval_level
 
+    @property
+    def bars_needed(self) -> int:
+        """Bars one forecast needs: the window plus the features' warm-up."""
+        return self.card.bars_needed
+
     def raw(self, x: np.ndarray) -> np.ndarray:
         """The ONNX graph's output for scaled windows: sorted quantiles of the scaled target."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+    def for_ticker(self, ticker: str) -> TickerModel:
+        """The model as ``ticker`` is served by it; ArtifactError if it was not trained on it."""
+        try:
+            fit = self.card.fit_for(ticker)
+        except KeyError as exc:
+            raise ArtifactError(f"the model (run {self.card.run_id}) was {exc.args[0]}") from None
+        key = ticker if ticker in self.scalers else next(iter(self.scalers))
+        return TickerModel(self, ticker, self.scalers[key], fit)
+
+
+@dataclass(frozen=True)
+class TickerModel:
+    """One ticker's view of a model: the shared graph with that ticker's scaler and calibration."""
+
+    model: ForecastModel
+    ticker: str
+    scaler: Scaler
+    fit: TickerFit
+
+    @property
+    def calibration(self):
+        return self.fit.calibration
+
+    @property
+    def card(self) -> ModelCard:
+        return self.model.card
+
+    @property
+    def window(self) -> int:
+        return self.model.window
+
+    @property
+    def quantiles(self) -> tuple[float, ...]:
+        return self.model.quantiles
+
+    @property
+    def interval_level(self) -> float:
+        return self.model.interval_level
+
+    @property
+    def bars_needed(self) -> int:
+        return self.model.bars_needed
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        return self.model.raw(x)
 
     def forecast_windows(self, windows: Windows) -> Forecasts:
         returns = to_return_quantiles(self.raw(windows.x), windows.volatility, self.calibration)
@@ -122,11 +193,6 @@ class ForecastModel:
         if anchors is not None:
             windows = windows.take(windows.anchor_dates.isin(anchors))
         return self.forecast_windows(windows)
-
-    @property
-    def bars_needed(self) -> int:
-        """Bars one forecast needs: the window plus the features' warm-up."""
-        return self.card.bars_needed
 
     def forecast_next(self, bars: Bars) -> np.ndarray:
         """Price quantiles for the day after the last bar, from the bars one forecast needs.

@@ -14,6 +14,7 @@ from pydantic import AfterValidator
 TICKER_PATTERN = r"^[A-Z0-9^][A-Z0-9.\-^]*$"
 _TICKER = re.compile(TICKER_PATTERN)
 CHAMPION_ALIAS = "champion"  # the registry alias the promotion gate moves and predictors serve
+PRICES_EXPERIMENT = "petr4-prices"  # the MLflow experiment of the price snapshots
 
 
 def check_ticker(ticker: str) -> str:

@@ -76,7 +76,10 @@ def describe_errors(
     """Pydantic's errors as one line: where each bad value came from, and what is wrong."""
     parts = []
     for item in error.errors():
-        name = str(item["loc"][0]) if item["loc"] else ""
+        if not item["loc"]:  # a rule between fields: its message names them
+            parts.append(item["msg"].removeprefix("Value error, "))
+            continue
+        name = str(item["loc"][0])
         field = settings_cls.model_fields.get(name)
         if field is None:  # reported under its alias
             name, field = next(

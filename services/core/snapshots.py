@@ -4,6 +4,11 @@ A snapshot run lives in the prices experiment, is tagged with its ticker, and ho
 ``prices/<ticker>.parquet`` with ``prices/metadata.json``. The run is marked FINISHED
 only after both artifacts are written, so a crashed or killed ingestion leaves a
 RUNNING or FAILED run that the reader never returns.
+
+Once a snapshot is FINISHED, the experiment's tag ``latest-snapshot/<ticker>`` points to it
+(a ref, as in git): readers learn every ticker's latest snapshot from one request, however
+many tickers there are. Snapshots committed before the pointers existed are found by a
+search, one per ticker, until the next ingestion sets their pointer.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
+from services.core.naming import PRICES_EXPERIMENT
 from services.core.prices import PRICE_COLUMNS
 
 log = logging.getLogger(__name__)
 
-PRICES_EXPERIMENT = "petr4-prices"
+__all__ = ["LATEST_TAG", "PRICES_EXPERIMENT", "Snapshot", "SnapshotStore", "sha256_file"]
+
 SNAPSHOT_KIND = "price-snapshot"
+LATEST_TAG = "latest-snapshot/"  # + ticker: the experiment's pointer to its latest snapshot
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,13 @@ class Snapshot:
     @property
     def artifact_path(self) -> str:
         return f"prices/{self.ticker}.parquet"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        return cls(**json.loads(text))
 
 
 def sha256_file(path: Path) -> str:
@@ -69,11 +84,26 @@ class SnapshotStore:
 
     def latest(self, ticker: str) -> Snapshot | None:
         """The most recently committed snapshot of ``ticker``; None when there is none."""
-        experiment_id = self._experiment(create=False)
-        if experiment_id is None:
-            return None
+        return self.latest_of([ticker]).get(ticker)
+
+    def latest_of(self, tickers: list[str]) -> dict[str, Snapshot]:
+        """Each of ``tickers``' latest committed snapshot, leaving out those with none: one
+        request for every ticker with a pointer, a search for each without."""
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return {}
+        self._experiment_id = experiment.experiment_id
+        found = {}
+        for ticker in tickers:
+            pointer = experiment.tags.get(LATEST_TAG + ticker)
+            snapshot = Snapshot.from_json(pointer) if pointer else self._search(ticker)
+            if snapshot is not None:
+                found[ticker] = snapshot
+        return found
+
+    def _search(self, ticker: str) -> Snapshot | None:
         runs = self.client.search_runs(
-            [experiment_id],
+            [self._experiment_id],
             filter_string=(
                 f"tags.ticker = '{ticker}' and tags.kind = '{SNAPSHOT_KIND}' "
                 "and attributes.status = 'FINISHED'"
@@ -93,6 +123,13 @@ class SnapshotStore:
             sha256=tags["sha256"],
             source=tags["source"],
             synthetic=tags["synthetic"] == "true",
+        )
+
+    def point_to(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` its ticker's latest: it must be a FINISHED snapshot run."""
+        experiment_id = self._experiment(create=True)
+        self.client.set_experiment_tag(
+            experiment_id, LATEST_TAG + snapshot.ticker, snapshot.to_json()
         )
 
     def load(self, snapshot: Snapshot, cache_dir: str | Path | None = None) -> pd.DataFrame:
@@ -166,5 +203,6 @@ class SnapshotStore:
                 raise
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
         snapshot = Snapshot(run_id=run_id, **snapshot_fields)
+        self.point_to(snapshot)  # a crash before this leaves the pointer on the one before
         log.info("committed snapshot %s", asdict(snapshot))
         return snapshot

@@ -14,7 +14,6 @@ import sys
 import urllib.error
 import urllib.request
 
-import mlflow
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -72,6 +71,8 @@ def configure(settings: MlflowSettings) -> str:
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(timeout)))
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "1"
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    import mlflow  # here, not at import: a bad flag is reported before MLflow loads
+
     mlflow.set_tracking_uri(uri)
     return uri
 

@@ -6,9 +6,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.core.naming import Ticker
+from services.core.naming import PRICES_EXPERIMENT, Ticker
 from services.core.prices import OHLC_TOLERANCE
-from services.core.snapshots import PRICES_EXPERIMENT
 from services.core.tracking import MlflowSettings
 
 

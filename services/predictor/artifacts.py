@@ -1,5 +1,9 @@
-"""A registered model version as the predictor holds it: resolved in the registry, cached on
-disk (versions are immutable), loaded by onnxruntime and checked."""
+"""Registered model versions as the predictor finds them: resolved in the registry, fetched
+into a disk cache (versions are immutable), loaded by onnxruntime and checked.
+
+A pooled run registers one version per ticker, all of the same run's model folder, so a
+folder is cached and loaded once per run, however many tickers' versions name it.
+"""
 
 from __future__ import annotations
 
@@ -28,19 +32,34 @@ class ModelIdentity:
     run_id: str
     uri: str
 
+    @property
+    def artifact_key(self) -> str:
+        """What the version's files are: its run's model folder, shared by a pooled run's
+        versions."""
+        return self.run_id or f"{self.name}-{self.version}"
 
-def resolve(client: MlflowClient, reference: ModelReference) -> ModelIdentity:
-    """The registry's answer to a reference: the version it names now, and its run."""
-    if reference.version:
-        found = client.get_model_version(reference.name, reference.version)
-    else:
-        found = client.get_model_version_by_alias(reference.name, reference.alias)
+
+def identity(client: MlflowClient, reference: ModelReference, version: str) -> ModelIdentity:
+    """The registry's record of ``version`` of the reference's model."""
+    found = client.get_model_version(reference.name, version)
     return ModelIdentity(found.name, str(found.version), found.run_id, reference.uri)
+
+
+def alias_versions(client: MlflowClient, names: list[str], alias: str) -> dict[str, str]:
+    """The version ``alias`` names in each of the registered models ``names`` that has it:
+    one search per hundred models, whatever the number of tickers."""
+    found: dict[str, str] = {}
+    for start in range(0, len(names), 100):
+        quoted = ", ".join(f"'{n}'" for n in names[start : start + 100])
+        for model in client.search_registered_models(f"name IN ({quoted})", max_results=100):
+            if alias in model.aliases:
+                found[model.name] = str(model.aliases[alias])
+    return found
 
 
 def fetch(identity: ModelIdentity, cache_dir: Path) -> Path:
     """The version's model folder, downloaded once: versions are immutable."""
-    folder = cache_dir / identity.name / identity.version
+    folder = cache_dir / identity.artifact_key
     if (folder / _COMPLETE).is_file():
         log.info("model %s v%s found in the cache", identity.name, identity.version)
         return folder
@@ -53,10 +72,6 @@ def fetch(identity: ModelIdentity, cache_dir: Path) -> Path:
     return folder
 
 
-def load(ticker: str, identity: ModelIdentity, cache_dir: Path) -> ForecastModel:
-    """Fetch, load and check one resolved version for ``ticker``."""
-    model = ForecastModel(fetch(identity, cache_dir))
-    trained_for = model.card.ticker
-    if trained_for and trained_for != ticker:
-        raise ValueError(f"{identity.uri} was trained for {trained_for}, not {ticker}")
-    return model
+def load(identity: ModelIdentity, cache_dir: Path) -> ForecastModel:
+    """Fetch, load and check the folder of one resolved version."""
+    return ForecastModel(fetch(identity, cache_dir))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.core.model_card import ModelCard
+from services.core.forecaster import TickerModel
 from services.core.naming import check_ticker
 from services.predictor.artifacts import ModelIdentity
 from services.predictor.errors import InvalidInput, ModelNotFound, ModelNotReady
@@ -18,10 +18,14 @@ from services.predictor.store import ModelStore, TickerState
 
 @dataclass(frozen=True)
 class ModelDescription:
+    """A served ticker's model, or (``model`` None) why a configured ticker is not served."""
+
     ticker: str
-    identity: ModelIdentity
-    card: ModelCard
-    prices_last_date: str
+    uri: str
+    identity: ModelIdentity | None = None
+    model: TickerModel | None = None
+    prices_last_date: str = ""
+    not_ready_reason: str = ""
 
 
 class Predictor:
@@ -39,12 +43,26 @@ class Predictor:
         return forecast_next(state.ticker, state.identity, state.model, bars, synthetic=False)
 
     def describe(self, ticker: str = "") -> list[ModelDescription]:
-        tickers = [ticker] if ticker else self.store.tickers
-        return [self._description(self._state_for(t)) for t in tickers]
+        """One ticker's model, or every configured ticker's, served or not."""
+        if ticker:
+            return [self._description(self._state_for(ticker))]
+        described = []
+        for t in self.store.tickers:
+            state = self.store.state(t)
+            if state is None:
+                uri = self.store.references[t].uri
+                described.append(ModelDescription(t, uri, not_ready_reason=self.store.problem(t)))
+            else:
+                described.append(self._description(state))
+        return described
 
     def _description(self, state: TickerState) -> ModelDescription:
         return ModelDescription(
-            state.ticker, state.identity, state.model.card, state.snapshot.last_date
+            state.ticker,
+            state.identity.uri,
+            state.identity,
+            state.model,
+            state.snapshot.last_date,
         )
 
     def _state_for(self, ticker: str) -> TickerState:
@@ -59,5 +77,5 @@ class Predictor:
             raise ModelNotFound(f"no model serves ticker {ticker!r}; this server serves {served}")
         state = self.store.state(ticker)
         if state is None:
-            raise ModelNotReady(f"the model for {ticker} is still loading")
+            raise ModelNotReady(f"{ticker} is not served yet: {self.store.problem(ticker)}")
         return state

@@ -11,7 +11,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from services.core.calendar import next_trading_day
-from services.core.forecaster import ForecastModel
+from services.core.forecaster import TickerModel
 from services.core.price_rules import Bars, PriceValidationError, trading_days, value_problems
 from services.predictor.artifacts import ModelIdentity
 from services.predictor.errors import InvalidInput
@@ -70,7 +70,7 @@ class Forecast:
 
 
 def forecast_next(
-    ticker: str, identity: ModelIdentity, model: ForecastModel, bars: Bars, synthetic: bool
+    ticker: str, identity: ModelIdentity, model: TickerModel, bars: Bars, synthetic: bool
 ) -> Forecast:
     """The forecast for the trading day after the last of ``bars``."""
     quantiles = model.forecast_next(bars)
@@ -89,7 +89,7 @@ def forecast_next(
     )
 
 
-def request_bars(history: History, model: ForecastModel, max_bars: int) -> Bars:
+def request_bars(history: History, model: TickerModel, max_bars: int) -> Bars:
     """A request's bars, checked by the same rules as every price frame, zero-volume days
     dropped; InvalidInput names what is wrong."""
     if len(history.dates) > max_bars:

@@ -33,6 +33,11 @@ class PredictorMetrics:
         self.ready = Gauge(
             "petr4_model_ready", "1 when the ticker's model is loaded", ["ticker"], registry=r
         )
+        self.loaded_models = Gauge(
+            "petr4_loaded_models",
+            "model folders loaded, one onnxruntime session each, however many tickers share one",
+            registry=r,
+        )
         self.model_info = Gauge(
             "petr4_model_info",
             "the served model version (value always 1)",

@@ -49,6 +49,7 @@ class PredictorServer:
             settings.cache_dir,
             self.metrics,
             settings.realized_window,
+            settings.load_workers,
         )
         self.predictor = Predictor(self.store, settings.max_history_bars)
         self.stopping = threading.Event()
@@ -91,34 +92,46 @@ class PredictorServer:
         )
 
     def load(self) -> None:
-        """Load every model, retrying with backoff while MLflow or the registry is not there."""
+        """Load every ticker that can be served, retrying with backoff while none can (MLflow
+        or the registry not there yet); SERVING once the first pass served at least one.
+        The tickers that could not load are tried again at every refresh."""
         deadline = time.monotonic() + self.settings.startup_timeout_seconds
         delay = 1.0
         while not self.stopping.is_set():
             try:
                 self.store.load()
-                break
-            except (
-                Exception
-            ) as exc:  # MLflow down, model missing: all worth a retry until the deadline
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise StartupError(
-                        f"models not loaded after {self.settings.startup_timeout_seconds:.0f} s: {exc}"
-                    ) from exc
-                log.warning(
-                    "loading models failed (%s); retrying in %.0f s", exc, min(delay, remaining)
+                problem = "no ticker could be served: " + "; ".join(
+                    f"{t}: {self.store.problem(t)}" for t in self.store.tickers
                 )
-                self.stopping.wait(min(delay, remaining))
-                delay = min(delay * 2, 30.0)
-        if self.store.ready:
+            except Exception as exc:  # MLflow down: worth a retry until the deadline
+                problem = f"MLflow could not be asked: {type(exc).__name__}: {exc}"
+            if self.store.serving:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StartupError(
+                    f"models not loaded after {self.settings.startup_timeout_seconds:.0f} s: "
+                    f"{problem}"
+                )
+            log.warning("%s; retrying in %.0f s", problem, min(delay, remaining))
+            self.stopping.wait(min(delay, remaining))
+            delay = min(delay * 2, 30.0)
+        if self.store.serving:
             self._set_health(SERVING)
             self._refresher.start()
-            log.info("SERVING %s", ", ".join(self.settings.tickers))
+            waiting = [t for t in self.store.tickers if self.store.problem(t)]
+            log.info(
+                "SERVING %s%s",
+                ", ".join(self.store.serving),
+                f"; not yet {', '.join(waiting)}" if waiting else "",
+            )
 
     def _refresh_loop(self) -> None:
         while not self.stopping.wait(self.settings.refresh_seconds):
-            self.store.refresh()
+            try:
+                self.store.refresh()
+            except Exception:  # MLflow away: what serves keeps serving
+                log.exception("refresh failed; still serving what was loaded")
 
     def stop(self) -> None:
         """NOT_SERVING first, so load balancers stop sending; then let accepted RPCs finish."""

@@ -31,22 +31,32 @@ def forecast_to_proto(forecast: Forecast) -> forecast_pb2.ForecastResponse:
 
 
 def description_to_proto(description: ModelDescription) -> forecast_pb2.ModelInfo:
-    card = description.card
+    model = description.model
+    if model is None:
+        return forecast_pb2.ModelInfo(
+            ticker=description.ticker,
+            uri=description.uri,
+            ready=False,
+            not_ready_reason=description.not_ready_reason,
+        )
+    card, fit = model.card, model.fit
     return forecast_pb2.ModelInfo(
         ticker=description.ticker,
         model=_model_ref(description.identity),
-        uri=description.identity.uri,
+        uri=description.uri,
         trained_at=card.trained_at,
-        data_first_date=card.data.first_date,
-        data_last_date=card.data.last_date,
-        synthetic_data=card.data.synthetic,
+        data_first_date=fit.data.first_date,
+        data_last_date=fit.data.last_date,
+        synthetic_data=fit.data.synthetic,
         window=card.window,
         min_history_bars=card.bars_needed,
         quantiles=card.quantiles,
         interval_level=card.interval_level,
-        test_metrics=card.finite_metrics("lstm"),
-        naive_metrics=card.finite_metrics("naive"),
+        test_metrics=fit.finite_metrics("lstm"),
+        naive_metrics=fit.finite_metrics("naive"),
         prices_last_date=description.prices_last_date,
+        trained_on=card.trained_on or [description.ticker],
+        ready=True,
     )
 
 

@@ -5,8 +5,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.core.naming import CHAMPION_ALIAS, Ticker
-from services.core.snapshots import PRICES_EXPERIMENT
+from services.core.naming import CHAMPION_ALIAS, PRICES_EXPERIMENT, Ticker
 from services.core.tracking import MlflowSettings
 
 
@@ -16,7 +15,7 @@ class ServeSettings(MlflowSettings):
     model_config = SettingsConfigDict(env_prefix="PETR4_SERVE_")
 
     tickers: list[Ticker] = Field(
-        ["PETR4.SA"], description="tickers to serve, one registered model each"
+        ["PETR4.SA"], description="tickers to serve, each from its own registered model"
     )
     model_version: str = Field(
         "", description="pin this registered version for every ticker (empty: use model-alias)"
@@ -32,8 +31,12 @@ class ServeSettings(MlflowSettings):
     metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus /metrics port")
     workers: int = Field(8, ge=1, description="threads handling RPCs")
     refresh_seconds: float = Field(
-        60.0, gt=0, description="how often to look for newer price snapshots"
+        60.0,
+        gt=0,
+        description="how often to look for newer snapshots, moved aliases, and tickers not "
+        "served yet",
     )
+    load_workers: int = Field(8, ge=1, description="tickers and model folders loaded at once")
     max_history_bars: int = Field(
         5000, ge=1, description="largest explicit history accepted in a request"
     )

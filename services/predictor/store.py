@@ -1,16 +1,23 @@
 """The predictor's models and their prices, loaded at start and kept fresh in the background.
 
 Each ticker has a ``TickerState``, replaced whole (never mutated) when its prices or its model
-change, so a request reads one consistent state without taking a lock. A refresh picks up
-newer price snapshots and, for a ticker that follows an alias, the version the alias points
-to now: that version is loaded and checked off the request path, the same way as at start,
-then swapped in whole. One that fails is logged, counted and not tried again, and the
-version before it keeps serving. A pinned version never changes.
+change, so a request reads one consistent state without taking a lock. Tickers are
+independent: one that cannot load (no champion yet, no prices, a version that fails its
+checks) is reported with its reason and tried again at every refresh, while the others
+serve. A pass over the tickers asks MLflow a constant number of questions (every ticker's
+latest snapshot at once, every alias at once) and then fetches only what changed, in
+parallel; a model folder shared by several tickers (a pooled run's) is loaded once.
+
+A ticker that follows an alias moves to the version the alias names now: that version is
+loaded and checked off the request path, the same way as at start, then swapped in whole.
+One that fails is logged, counted and not tried again, and the version before it keeps
+serving. A pinned version never changes.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from services.core.forecaster import ForecastModel
+from services.core.forecaster import ArtifactError, ForecastModel, TickerModel
 from services.core.naming import ModelReference
 from services.core.price_rules import Bars
 from services.core.scoring import AgainstNaive, against_naive
@@ -35,15 +42,19 @@ log = logging.getLogger(__name__)
 class TickerState:
     ticker: str
     identity: ModelIdentity
-    model: ForecastModel
+    model: TickerModel
     snapshot: Snapshot
     prices: pd.DataFrame
     latest: Forecast  # computed once per snapshot: a forecast from the latest prices is a lookup
     realized: AgainstNaive | None  # on the latest days the model had not been trained on
 
 
+class NotServable(Exception):
+    """Why a ticker cannot be served now; said to callers as it is."""
+
+
 class ModelStore:
-    """Every configured ticker's state: loaded by ``load``, kept fresh by ``refresh``."""
+    """Every configured ticker's state, loaded and kept fresh by ``load`` and ``refresh``."""
 
     def __init__(
         self,
@@ -53,6 +64,7 @@ class ModelStore:
         cache_dir: Path,
         metrics: PredictorMetrics,
         realized_window: int = 20,
+        workers: int = 8,
     ):
         self.references = references
         self.client = client
@@ -60,8 +72,15 @@ class ModelStore:
         self.cache_dir = cache_dir
         self.metrics = metrics
         self.realized_window = realized_window
+        self.workers = workers
         self._states: dict[str, TickerState] = {}
-        self._refused: set[tuple[str, str]] = set()  # versions that failed their checks
+        self._problems: dict[str, str] = dict.fromkeys(references, "still loading")
+        self._identities: dict[tuple[str, str], ModelIdentity] = {}  # (name, version) -> its run
+        self._models: dict[str, ForecastModel] = {}  # by artifact key: one per distinct folder
+        # Model folders that failed their checks (by artifact key), and folders that do not
+        # hold a ticker (by artifact key and ticker): never tried again.
+        self._refused: dict[str | tuple[str, str], str] = {}
+        self._told: set[tuple[str, str]] = set()  # (ticker, artifact key) refusals reported
         for ticker in references:  # a series from the start, so "not ready" can be alerted on
             metrics.ready.labels(ticker).set(0)
 
@@ -70,48 +89,68 @@ class ModelStore:
         return list(self.references)
 
     @property
-    def ready(self) -> bool:
-        return len(self._states) == len(self.references)
+    def serving(self) -> list[str]:
+        return [t for t in self.references if t in self._states]
 
     def state(self, ticker: str) -> TickerState | None:
         return self._states.get(ticker)
 
+    def problem(self, ticker: str) -> str:
+        """Why ``ticker`` is not served; empty when it is (even if its refresh failed)."""
+        return "" if ticker in self._states else self._problems.get(ticker, "")
+
     def load(self) -> None:
-        """Load every model not loaded yet, with its latest prices; raises on the first failure."""
-        for ticker, reference in self.references.items():
-            if ticker in self._states:
-                continue
-            identity = artifacts.resolve(self.client, reference)
-            model = artifacts.load(ticker, identity, self.cache_dir / "models")
-            snapshot = self.snapshots.latest(ticker)
-            if snapshot is None:
-                raise LookupError(
-                    f"no price snapshot of {ticker} in '{self.snapshots.experiment}': "
-                    "run petr4-ingest"
-                )
-            prices = self.snapshots.load(snapshot, self.cache_dir / "snapshots")
-            self.serve(ticker, identity, model, snapshot, prices)
-            log.info(
-                "serving %s with %s v%s (run %s)",
-                ticker,
-                identity.name,
-                identity.version,
-                identity.run_id,
+        """One pass over every ticker: what changed or could not load before is (re)loaded,
+        in parallel, each distinct model folder once. Raises only when MLflow cannot be
+        asked at all."""
+        snapshots = self.snapshots.latest_of(self.tickers)
+        targets = self._targets()
+        needed = {
+            t.artifact_key: t
+            for t in targets.values()
+            if isinstance(t, ModelIdentity)
+            and t.artifact_key not in self._models
+            and t.artifact_key not in self._refused
+        }
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="load") as pool:
+            loaded = zip(needed, pool.map(self._load_model, needed.values()), strict=True)
+            failed = {key: why for key, why in loaded if why}
+            outcomes = pool.map(
+                lambda t: self._update(t, targets[t], snapshots.get(t), failed),
+                self.tickers,
+            )
+            for ticker, outcome in zip(self.tickers, outcomes, strict=True):
+                if outcome:
+                    log.info("%s: %s", ticker, outcome)
+        in_use = {s.identity.artifact_key for s in self._states.values()}
+        self._models = {k: m for k, m in self._models.items() if k in in_use}
+        self.metrics.loaded_models.set(len(self._models))
+        for state in self._states.values():
+            self._update_age(state)
+
+    def _load_model(self, target: ModelIdentity) -> str:
+        """Fetch and load one model folder; why not if it fails, else an empty string."""
+        try:
+            self._models[target.artifact_key] = artifacts.load(target, self.cache_dir / "models")
+            return ""
+        except ArtifactError as exc:  # its files are wrong: never tried again
+            self._refused[target.artifact_key] = (
+                f"{target.uri} (v{target.version}) failed its checks: {exc}"
+            )
+            return self._refused[target.artifact_key]
+        except Exception as exc:  # MLflow away, say: tried again at the next refresh
+            return (
+                f"{target.uri} (v{target.version}) could not be fetched: "
+                f"{type(exc).__name__}: {exc}"
             )
 
-    def refresh(self) -> None:
-        """Follow aliases and pick up newer snapshots; a failure keeps what serves and is counted."""
-        for ticker in list(self._states):
-            if self.references[ticker].alias:
-                self._follow_alias(ticker)
-            self._refresh_prices(ticker)
-            self._update_age(self._states[ticker])
+    refresh = load  # a refresh is the same pass, run every refresh interval
 
     def serve(
         self,
         ticker: str,
         identity: ModelIdentity,
-        model: ForecastModel,
+        model: TickerModel,
         snapshot: Snapshot,
         prices: pd.DataFrame,
     ) -> None:
@@ -120,71 +159,103 @@ class ModelStore:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _follow_alias(self, ticker: str) -> None:
-        current = self._states[ticker]
-        reference = self.references[ticker]
-        try:
-            identity = artifacts.resolve(self.client, reference)
-        except Exception:
-            self.metrics.model_load_errors.labels(ticker).inc()
-            log.exception(
-                "%s: cannot look %s up; still serving v%s",
-                ticker,
-                reference.uri,
-                current.identity.version,
-            )
-            return
-        key = (identity.name, identity.version)
-        if identity.version == current.identity.version or key in self._refused:
-            return
-        try:
-            model = artifacts.load(ticker, identity, self.cache_dir / "models")
-            state = self._state(ticker, identity, model, current.snapshot, current.prices)
-        except Exception:
-            self._refused.add(key)
-            self.metrics.model_load_errors.labels(ticker).inc()
-            log.exception(
-                "%s: %s now points to %s v%s, which failed its checks; still serving v%s",
-                ticker,
-                reference.uri,
-                identity.name,
-                identity.version,
-                current.identity.version,
-            )
-            return
-        self._install(state)
-        log.info(
-            "%s: %s moved; now serving %s v%s (run %s), was v%s",
-            ticker,
-            reference.uri,
-            identity.name,
-            identity.version,
-            identity.run_id,
-            current.identity.version,
-        )
+    def _targets(self) -> dict[str, ModelIdentity | NotServable]:
+        """The version each ticker should serve now, or why there is none; aliases are
+        resolved in one search, a version's run looked up once."""
+        aliased = [r for r in self.references.values() if r.alias]
+        versions = {}
+        if aliased:
+            alias = aliased[0].alias
+            versions = artifacts.alias_versions(self.client, [r.name for r in aliased], alias)
+        targets = {}
+        for ticker, reference in self.references.items():
+            version = reference.version or versions.get(reference.name)
+            if version is None:
+                targets[ticker] = NotServable(
+                    f"no version of {reference.name} has the alias {reference.alias!r} yet"
+                )
+                continue
+            key = (reference.name, version)
+            try:
+                if key not in self._identities:
+                    self._identities[key] = artifacts.identity(self.client, reference, version)
+                targets[ticker] = self._identities[key]
+            except Exception as exc:  # a pinned version that does not exist, MLflow away
+                targets[ticker] = NotServable(f"cannot look {reference.uri} up: {exc}")
+        return targets
 
-    def _refresh_prices(self, ticker: str) -> None:
-        current = self._states[ticker]
+    def _update(
+        self,
+        ticker: str,
+        target: ModelIdentity | NotServable,
+        snapshot: Snapshot | None,
+        load_failures: dict[str, str],
+    ) -> str:
+        """Bring one ticker to its target version and latest prices; what happened, if anything."""
+        current = self._states.get(ticker)
         try:
-            snapshot = self.snapshots.latest(ticker)
-            if snapshot is None or snapshot.run_id == current.snapshot.run_id:
-                return
-            prices = self.snapshots.load(snapshot, self.cache_dir / "snapshots")
-            self.serve(ticker, current.identity, current.model, snapshot, prices)
-            log.info("%s: prices refreshed to %s", ticker, snapshot.last_date)
-        except Exception:
-            self.metrics.refresh_errors.labels(ticker).inc()
-            log.exception(
-                "%s: price refresh failed; still serving prices to %s",
-                ticker,
-                current.snapshot.last_date,
+            if isinstance(target, NotServable):
+                raise target
+            if snapshot is None:
+                raise NotServable(
+                    f"no price snapshot of {ticker} in '{self.snapshots.experiment}': "
+                    "run petr4-ingest"
+                )
+            if current and current.identity == target and current.snapshot == snapshot:
+                return ""
+            key = target.artifact_key
+            if key in load_failures:  # not fetched this time: tried again at the next pass
+                raise NotServable(load_failures[key])
+            if key in self._models and (key, ticker) not in self._refused:
+                try:
+                    model = self._models[key].for_ticker(ticker)
+                except ArtifactError as exc:
+                    self._refused[(key, ticker)] = f"{target.uri} (v{target.version}): {exc}"
+            refused = self._refused.get(key) or self._refused.get((key, ticker))
+            if refused:
+                if (ticker, key) in self._told:
+                    return ""  # said and counted once; what served before goes on serving
+                self._told.add((ticker, key))
+                raise NotServable(refused)
+            prices = (
+                current.prices
+                if current and current.snapshot == snapshot
+                else self.snapshots.load(snapshot, self.cache_dir / "snapshots")
             )
+            self.serve(ticker, target, model, snapshot, prices)
+        except Exception as exc:
+            return self._failed(ticker, current, target, exc)
+        if current is None:
+            return f"serving {target.name} v{target.version} (run {target.run_id})"
+        if current.identity != target:
+            return (
+                f"{target.uri} moved; now serving {target.name} v{target.version} "
+                f"(run {target.run_id}), was v{current.identity.version}"
+            )
+        return f"prices refreshed to {snapshot.last_date}"
+
+    def _failed(self, ticker: str, current: TickerState | None, target, exc: Exception) -> str:
+        """Count and say why; a ticker that served keeps serving what it had."""
+        reason = str(exc) if isinstance(exc, NotServable) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, NotServable):
+            log.warning("%s: loading failed", ticker, exc_info=exc)
+        if current is None:  # not served: ``petr4_model_ready`` 0 and the reason say it
+            self._problems[ticker] = reason
+            return f"not served: {reason}"
+        if isinstance(target, NotServable) or current.identity != target:
+            self.metrics.model_load_errors.labels(ticker).inc()  # the alias, or its new version
+        else:
+            self.metrics.refresh_errors.labels(ticker).inc()  # the prices
+        return (
+            f"still serving v{current.identity.version} with prices to "
+            f"{current.snapshot.last_date}: {reason}"
+        )
 
     def _state(
         self,
         ticker: str,
         identity: ModelIdentity,
-        model: ForecastModel,
+        model: TickerModel,
         snapshot: Snapshot,
         prices: pd.DataFrame,
     ) -> TickerState:
@@ -194,13 +265,13 @@ class ModelStore:
             ticker, identity, model, snapshot, prices, latest, self._realized(model, prices)
         )
 
-    def _realized(self, model: ForecastModel, prices: pd.DataFrame) -> AgainstNaive | None:
+    def _realized(self, model: TickerModel, prices: pd.DataFrame) -> AgainstNaive | None:
         """Errors on days after the model's training data, now that their closes are known.
 
         Those forecasts are out of sample: the model never saw those days. They are what
         the rolling MAE alert compares with the naive forecast.
         """
-        trained_through = pd.Timestamp(model.card.data.last_date or prices.index[-1])
+        trained_through = pd.Timestamp(model.fit.data.last_date or prices.index[-1])
         # Days after the training data; the last bar has no next close yet.
         unseen = prices.index[prices.index >= trained_through][:-1]
         if len(unseen) == 0:
@@ -213,6 +284,7 @@ class ModelStore:
     def _install(self, state: TickerState) -> None:
         previous = self._states.get(state.ticker)
         self._states[state.ticker] = state
+        self._problems.pop(state.ticker, None)
         m, t = self.metrics, state.ticker
         if previous is not None and previous.identity != state.identity:
             m.model_info.remove(

@@ -84,12 +84,12 @@ def train(ticker: str, prices_experiment: str, env: dict) -> str:
 
 
 def register_without_scaler(name: str, version: str) -> str:
-    """A version whose model folder lacks scaler.json: registered, but it cannot serve."""
+    """A version whose model folder lacks scalers.json: registered, but it cannot serve."""
     with tempfile.TemporaryDirectory() as folder:
         local = Path(
             mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=folder)
         )
-        (local / "scaler.json").unlink()
+        (local / "scalers.json").unlink()
         mlflow.set_experiment("broken-models")
         with mlflow.start_run() as run:
             mlflow.log_artifacts(str(local), "model")
@@ -148,7 +148,7 @@ def test_a_running_predictor_follows_the_champion(mlflow_env, tmp_path):
         assert callers.failures == []
         assert callers.versions == ["1", "2"]  # v3 never served
         log = following.output()
-        assert f"now serving {name} v2" in log and "lacks scaler.json" in log
+        assert f"now serving {name} v2" in log and "lacks scalers.json" in log
         assert metric(following.metrics_url, errors) == 1.0  # refused once, not on every refresh
         with ForecastClient(following.target) as client:
             (info,) = client.model_info(ticker).models

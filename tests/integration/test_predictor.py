@@ -35,7 +35,7 @@ def onnx_model(served_model):
         local = mlflow.artifacts.download_artifacts(
             f"models:/{served_model.name}@champion", dst_path=folder
         )
-        yield ForecastModel(local)
+        yield ForecastModel(local).for_ticker(served_model.ticker)
 
 
 @pytest.fixture

@@ -107,13 +107,16 @@ def test_training_registers_a_version_with_every_artifact(mlflow_env, names, pri
     }
     assert artifacts == {
         "model/model.onnx",
-        "model/scaler.json",
+        "model/scalers.json",
         "model/metadata.json",
         "checkpoints/best.ckpt",
-        "reports/backtest.png",
+        "reports/backtest",
         "reports/test_predictions.csv",
         "reports/summary.md",
     }
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "reports/backtest")] == [
+        f"reports/backtest/{names['ticker']}.png"
+    ]
     params = run.data.params
     assert params["ticker"] == names["ticker"] and params["window"] == "20"
     assert params["hidden_size"] == "16" and params["num_layers"] == "2"
@@ -160,9 +163,10 @@ def test_training_registers_a_version_with_every_artifact(mlflow_env, names, pri
         )
         model = ForecastModel(local)
         card = ModelCard.read(Path(local))
+    fit = card.fit_for(names["ticker"])
     assert card.features == FEATURES and card.target == TARGET
-    assert card.data.snapshot_run_id == snapshot_run and card.ticker == names["ticker"]
-    assert card.metrics["lstm"]["mae_brl"] == pytest.approx(run.data.metrics["test_lstm_mae_brl"])
+    assert fit.data.snapshot_run_id == snapshot_run and card.trained_on == [names["ticker"]]
+    assert fit.metrics["lstm"]["mae_brl"] == pytest.approx(run.data.metrics["test_lstm_mae_brl"])
     assert model.window == 20 and card.onnx_max_abs_diff <= 1e-5
 
     # The evidence: three consecutive 60-day test blocks, the last one the shipped model's.
@@ -236,7 +240,7 @@ def test_the_champion_is_judged_only_on_days_it_had_not_seen(mlflow_env, names, 
     later = SyntheticSource(seed=11, first_date=date(2021, 1, 4), end=date(2024, 3, 29)).fetch(
         "T.SA", None
     )  # the same days, and a quarter more
-    frame = out_of_sample(name, "1", later, later.index[:-1])
+    frame = out_of_sample(name, "1", names["ticker"], later, later.index[:-1])
     new_days = later.index[len(prices) - 1 : -1]  # anchors whose next day the champion never saw
     assert frame.index.equals(record.index.append(new_days))
     np.testing.assert_allclose(

@@ -103,6 +103,20 @@ def test_the_clients_help_keeps_its_examples_on_their_lines():
             "Yahoo spells it: capital letters, digits, '.', '-' or '^', such as PETR4.SA",
         ),
         (
+            ["petr4-train", "--tickers", "PETR4.SA", "vale3.sa"],
+            "petr4-train: error: argument --tickers: ticker 'vale3.sa' is not spelled as "
+            "Yahoo spells it: capital letters, digits, '.', '-' or '^', such as PETR4.SA",
+        ),
+        (
+            ["petr4-train", "--tickers", "PETR4.SA", "VALE3.SA", "PETR4.SA"],
+            "petr4-train: error: --tickers names PETR4.SA more than once",
+        ),
+        (
+            ["petr4-train", "--ticker", "PETR4.SA", "--tickers", "VALE3.SA", "ITUB4.SA"],
+            "petr4-train: error: give --ticker (one model for one ticker) or --tickers (one "
+            "pooled model for the list), not both",
+        ),
+        (
             ["petr4-serve", "--tickers", "PETR4 SA;"],
             "petr4-serve: error: argument --tickers: ticker 'PETR4 SA;' is not spelled as "
             "Yahoo spells it: capital letters, digits, '.', '-' or '^', such as PETR4.SA",
@@ -158,4 +172,37 @@ def test_training_on_a_bad_file_is_one_line(bad_files, mlflow_env):
     assert done.returncode == 2
     assert lines(done.stderr) == [
         f"petr4-train: price file {bad_files / 'garbage.csv'}: not a text file"
+    ]
+
+
+def test_training_flags_are_checked_before_torch_or_mlflow_load():
+    """A wrong flag is said at once: nothing heavy is imported before the flags are valid."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from trainer.main import main\n"
+        "try:\n"
+        "    main(['--max-epochs', '-3'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_pooled_training_names_every_ticker_without_a_snapshot(mlflow_env, experiment_name):
+    done = run_cli(
+        [
+            *("petr4-train", "--tickers", "NOSNAP3.SA", "NOSNAP4.SA"),
+            *("--prices-experiment", experiment_name),
+        ],
+        mlflow_env,
+    )
+    assert done.returncode == 2
+    assert lines(done.stderr) == [
+        f"petr4-train: no snapshot of NOSNAP3.SA, NOSNAP4.SA in MLflow experiment "
+        f"'{experiment_name}': run petr4-ingest --tickers NOSNAP3.SA NOSNAP4.SA first"
     ]

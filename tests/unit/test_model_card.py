@@ -7,7 +7,7 @@ import json
 import pytest
 
 from services.core.features import TARGET
-from services.core.model_card import ModelCard
+from services.core.model_card import ModelCard, TickerFit
 from services.core.quantiles import Calibration
 
 pytestmark = pytest.mark.unit
@@ -50,17 +50,39 @@ def test_cards_written_before_the_card_existed_still_load(tmp_path):
     assert card.window == 60 and card.warmup == 20 and card.bars_needed == 80
     assert card.features == ("log_return", "log_range", "log_body", "log_volume_ratio")
     assert card.interval_level == pytest.approx(0.8)
-    assert card.calibration == Calibration(shrink=0.0, widen=0.1375)
-    assert card.data.last_date == "2024-12-30" and card.data.snapshot_run_id == "aa49d01d"
-    assert card.finite_metrics("naive") == {"mae_brl": 0.4516}  # NaN left out
+    assert card.trained_on == ["PETR4.SA"]
+    fit = card.fit_for("PETR4.SA")
+    assert fit.calibration == Calibration(shrink=0.0, widen=0.1375)
+    assert fit.data.last_date == "2024-12-30" and fit.data.snapshot_run_id == "aa49d01d"
+    assert fit.finite_metrics("naive") == {"mae_brl": 0.4516}  # NaN left out
+    with pytest.raises(KeyError, match=r"trained on PETR4\.SA, not VALE3\.SA"):
+        card.fit_for("VALE3.SA")
 
 
 def test_a_card_reads_back_what_it_wrote(tmp_path):
     card = ModelCard.model_validate(EARLIER_CARD)
     card.write(tmp_path)
     again = ModelCard.read(tmp_path)
-    assert again.model_dump(exclude={"metrics"}) == card.model_dump(exclude={"metrics"})
-    assert again.metrics["lstm"] == card.metrics["lstm"]
+    assert again.model_dump(exclude={"tickers"}) == card.model_dump(exclude={"tickers"})
+    assert again.fit_for("PETR4.SA").metrics["lstm"] == card.fit_for("PETR4.SA").metrics["lstm"]
+
+
+def test_a_pooled_card_holds_each_tickers_own_fit(tmp_path):
+    fits = {
+        "PETR4.SA": TickerFit(calibration=Calibration(0.0, 0.1)),
+        "VALE3.SA": TickerFit(calibration=Calibration(0.0, 0.3)),
+    }
+    ModelCard(window=60, tickers=fits).write(tmp_path)
+    card = ModelCard.read(tmp_path)
+    assert card.trained_on == ["PETR4.SA", "VALE3.SA"]
+    assert card.fit_for("VALE3.SA").calibration.widen == 0.3
+    with pytest.raises(KeyError, match=r"trained on PETR4\.SA, VALE3\.SA, not ITUB4\.SA"):
+        card.fit_for("ITUB4.SA")
+
+
+def test_a_card_that_names_no_ticker_serves_any():
+    card = ModelCard(window=10, calibration=Calibration(0.5, 0.2))
+    assert card.trained_on == [] and card.fit_for("ANY3.SA").calibration == Calibration(0.5, 0.2)
 
 
 @pytest.mark.parametrize("quantiles", [[0.1, 0.9], [0.9, 0.5, 0.1], [0.2, 0.4, 0.8]])

@@ -10,7 +10,6 @@ features (to 1e-12), the same forecasts and the same error messages.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from datetime import date, timedelta
 from typing import NamedTuple
@@ -33,8 +32,8 @@ from services.core.features import (
     feature_frame,
     volatility_unit,
 )
-from services.core.forecaster import ForecastModel
-from services.core.model_card import ModelCard
+from services.core.forecaster import ForecastModel, TickerModel, write_scalers
+from services.core.model_card import ModelCard, TickerFit
 from services.core.price_rules import Bars
 from services.core.prices import read_price_csv, validate_prices
 from services.core.quantiles import Calibration
@@ -177,21 +176,22 @@ def real_prices():
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> ForecastModel:
+def model(tmp_path_factory) -> TickerModel:
     """A small network with random weights: parity does not need a good one."""
     prices = SyntheticSource(seed=8, first_date=date(2021, 1, 4), end=date(2022, 12, 29)).fetch(
         "P.SA", None
     )
-    dm = PriceDataModule(prices, window=WINDOW, val_days=40, test_days=40)
+    dm = PriceDataModule({"P.SA": prices}, window=WINDOW, val_days=40, test_days=40)
     dm.setup()
     folder = tmp_path_factory.mktemp("parity-model")
     torch.manual_seed(3)
     export_onnx(
         LSTMFactory(len(FEATURES), hidden_size=8), dm.subset("test").x, folder / "model.onnx"
     )
-    (folder / "scaler.json").write_text(json.dumps(dm.scaler.to_dict()))
-    ModelCard(window=WINDOW, calibration=Calibration(shrink=0.7, widen=0.2)).write(folder)
-    return ForecastModel(folder)
+    write_scalers(folder, {"P.SA": dm.series["P.SA"].scaler})
+    fit = TickerFit(calibration=Calibration(shrink=0.7, widen=0.2))
+    ModelCard(window=WINDOW, tickers={"P.SA": fit}).write(folder)
+    return ForecastModel(folder).for_ticker("P.SA")
 
 
 def bars_of(frame: pd.DataFrame) -> list[Bar]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 
 import numpy as np
@@ -12,8 +11,8 @@ import torch
 from services.api import forecast_pb2
 from services.client.client import bars_from_frame
 from services.core.features import FEATURES
-from services.core.forecaster import ForecastModel
-from services.core.model_card import DataLineage, ModelCard
+from services.core.forecaster import ForecastModel, write_scalers
+from services.core.model_card import DataLineage, ModelCard, TickerFit
 from services.core.naming import ModelReference
 from services.core.snapshots import Snapshot
 from services.ingestion.sources import SyntheticSource
@@ -42,20 +41,19 @@ def prices():
 @pytest.fixture(scope="module")
 def model(prices, tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
-    dm = PriceDataModule(prices, window=10, val_days=40, test_days=40)
+    dm = PriceDataModule({TICKER: prices}, window=10, val_days=40, test_days=40)
     dm.setup()
     torch.manual_seed(0)
     export_onnx(
         LSTMFactory(len(FEATURES), hidden_size=8), dm.subset("test").x, folder / "model.onnx"
     )
-    (folder / "scaler.json").write_text(json.dumps(dm.scaler.to_dict()))
-    ModelCard(
-        ticker=TICKER,
-        window=10,
+    write_scalers(folder, {TICKER: dm.series[TICKER].scaler})
+    fit = TickerFit(
         data=DataLineage(last_date="2022-12-29"),
         metrics={"lstm": {"mae_brl": 0.5}, "naive": {"mae_brl": 0.5}},
-    ).write(folder)
-    return ForecastModel(folder)
+    )
+    ModelCard(window=10, tickers={TICKER: fit}).write(folder)
+    return ForecastModel(folder).for_ticker(TICKER)
 
 
 @pytest.fixture
@@ -99,6 +97,7 @@ def test_model_info(servicer):
     (info,) = servicer.GetModelInfo(forecast_pb2.ModelInfoRequest(), None).models
     assert info.min_history_bars == 70 and info.window == 10  # plus 60 of warm-up
     assert info.test_metrics["mae_brl"] == 0.5 and info.prices_last_date == "2022-12-29"
+    assert info.ready and list(info.trained_on) == [TICKER]
 
 
 def test_errors_are_domain_errors(servicer, prices):
@@ -116,6 +115,13 @@ def test_not_ready_until_loaded():
     store = ModelStore(
         {TICKER: ModelReference.for_ticker(TICKER)}, None, None, None, PredictorMetrics()
     )
-    assert not store.ready
-    with pytest.raises(ModelNotReady, match="still loading"):
+    assert store.serving == []
+    with pytest.raises(ModelNotReady, match=r"U\.SA is not served yet: still loading"):
         ForecastServicer(Predictor(store)).Forecast(request(), None)
+    (info,) = (
+        ForecastServicer(Predictor(store))
+        .GetModelInfo(forecast_pb2.ModelInfoRequest(), None)
+        .models
+    )
+    assert not info.ready and info.not_ready_reason == "still loading"
+    assert info.uri == "models:/lstm-U.SA@champion"

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from services.core.features import FEATURES
 from services.core.forecaster import Forecasts
@@ -33,7 +34,7 @@ def prices() -> pd.DataFrame:
 
 def small_dm(prices, **kwargs) -> PriceDataModule:
     options = {"window": 10, "val_days": 60, "test_days": 60, "batch_size": 32} | kwargs
-    dm = PriceDataModule(prices, **options)
+    dm = PriceDataModule({"T.SA": prices}, **options)
     dm.setup()
     return dm
 
@@ -47,13 +48,14 @@ def test_splits_are_chronological_and_disjoint(prices):
     )
     assert train_start < train_end < val_start <= val_end < test_start <= test_end
     assert test_end == prices.index[-1]
-    assert dm.mask("val").sum() == 60 and dm.mask("test").sum() == 60
-    assert not (dm.mask("train") & dm.mask("val")).any()
+    assert dm.mask("val", "T.SA").sum() == 60 and dm.mask("test", "T.SA").sum() == 60
+    assert not (dm.mask("train", "T.SA") & dm.mask("val", "T.SA")).any()
 
 
 def test_the_scaler_sees_no_validation_or_test_row(prices):
     dm = small_dm(prices)
-    assert pd.Timestamp(dm.scaler.fitted_through) == dm.splits.train[1] < dm.splits.val[0]
+    series = dm.series["T.SA"]
+    assert pd.Timestamp(series.scaler.fitted_through) == dm.splits.train[1] < dm.splits.val[0]
     # Make every validation and test row absurd: a scaler that saw any of them would change.
     poisoned = prices.copy()
     later = poisoned.index >= dm.splits.val[0]
@@ -61,10 +63,10 @@ def test_the_scaler_sees_no_validation_or_test_row(prices):
         1, 50, later.sum()
     )[:, None]
     poisoned.loc[later, "Volume"] *= 1000
-    other = small_dm(poisoned)
-    np.testing.assert_array_equal(other.scaler.mean, dm.scaler.mean)
-    np.testing.assert_array_equal(other.scaler.scale, dm.scaler.scale)
-    assert other.target_center == dm.target_center
+    other = small_dm(poisoned).series["T.SA"]
+    np.testing.assert_array_equal(other.scaler.mean, series.scaler.mean)
+    np.testing.assert_array_equal(other.scaler.scale, series.scaler.scale)
+    assert other.center == series.center
 
 
 def test_test_start_picks_the_test_year(prices):
@@ -77,7 +79,7 @@ def test_too_little_data_names_what_is_missing(prices):
     with pytest.raises(
         DataError, match=r"T.SA: \d+ samples with a known target; 252 test, 252 validation"
     ):
-        PriceDataModule(prices.iloc[:300], window=60, subject="T.SA").setup()
+        PriceDataModule({"T.SA": prices.iloc[:300]}, window=60).setup()
 
 
 def test_quantiles_come_out_sorted():
@@ -146,8 +148,8 @@ def test_training_learns_what_the_bars_tell_about_tomorrow():
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule=dm)
-    _, train_y = dm.train_dataloader().dataset.tensors
-    _, val_y = dm.val_dataloader().dataset.tensors
+    train_y = dm.train_dataloader().dataset.targets
+    val_y = dm.val_dataloader().dataset.targets
     constant = torch.quantile(train_y, module.quantiles).expand(len(val_y), -1)
     constant_loss = float(pinball_loss(constant, val_y, module.quantiles))
     assert float(trainer.callback_metrics["val_loss"]) < 0.8 * constant_loss
@@ -183,7 +185,7 @@ def test_the_gate_refuses_a_model_worse_than_naive_before_asking_the_registry():
         prices=np.array([[9.0, 11.1, 12.0], [9.0, 11.1, 12.0]]),
         actual=np.array([10.5, 10.5]),
     )
-    decision = decide(None, "lstm-X.SA", evidence, None, (0.1, 0.5, 0.9))
+    decision = decide(None, "X.SA", evidence, None, (0.1, 0.5, 0.9))
     assert not decision.promote
     assert decision.reason == "MAE R$ 0.6000 is worse than the naive forecast's R$ 0.5000"
 
@@ -211,3 +213,42 @@ def test_conformal_widening_covers_the_validation_level_in_any_regime():
     assert inside.mean() == pytest.approx(0.8, abs=0.01)
     assert inside[:1000].mean() == pytest.approx(0.8, abs=0.04)  # in the calm half too
     assert inside[1000:].mean() == pytest.approx(0.8, abs=0.04)  # and in the stormy one
+
+
+def test_pooled_shrinkage_weighs_every_ticker_by_its_own_naive_error():
+    """Two tickers, one priced 20 times the other: in R$ the dear one's errors would decide
+    alone. Relative to each one's naive MAE, the cheap one's clear skill counts as much."""
+    rng = np.random.default_rng(2)
+    n = 400
+    volatility = np.full(2 * n, 0.02)
+    y = rng.normal(0, 0.02, 2 * n)
+    last_close = np.r_[np.full(n, 200.0), np.full(n, 10.0)]
+    median = np.r_[rng.normal(0, 1.0, n), y[n:] / 0.02 * 0.9]  # noise for the dear one
+    raw = np.column_stack([np.full(2 * n, -1.3), median, np.full(2 * n, 1.3)])
+    groups = np.r_[np.zeros(n), np.ones(n)]
+    in_brl = fit_calibration(raw, y, last_close, volatility, 0.8)
+    relative = fit_calibration(raw, y, last_close, volatility, 0.8, groups)
+    assert in_brl.shrink == 0.0 and relative.shrink > 0.0
+    # One ticker alone: the same choice in R$ or relative to its naive MAE.
+    alone = slice(n, 2 * n)
+    one = fit_calibration(raw[alone], y[alone], last_close[alone], volatility[alone], 0.8)
+    assert one == fit_calibration(
+        raw[alone], y[alone], last_close[alone], volatility[alone], 0.8, groups[alone]
+    )
+
+
+def test_the_training_batches_are_the_windows_the_splits_hold(prices):
+    """Windows gathered from the scaled rows by the batch are those a materialized split has."""
+    later = prices.copy()
+    later.index = later.index  # the same calendar, another stock
+    later[["Open", "High", "Low", "Close", "Adj Close"]] *= 3.0
+    dm = PriceDataModule({"T.SA": prices, "U.SA": later}, window=10, val_days=60, test_days=60)
+    dm.setup()
+    x, y = next(iter(DataLoader(dm._dataset("train"), 10_000, collate_fn=lambda b: b)))
+    expected = dm.subset("train")
+    np.testing.assert_array_equal(x.numpy(), expected.x)
+    centers = np.r_[
+        [dm.series["T.SA"].center] * int(dm.mask("train", "T.SA").sum()),
+        [dm.series["U.SA"].center] * int(dm.mask("train", "U.SA").sum()),
+    ]
+    np.testing.assert_allclose(y.numpy(), expected.y / expected.volatility - centers, rtol=1e-6)
