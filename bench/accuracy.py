@@ -193,9 +193,11 @@ def measured(job: list[str]) -> dict:
     )
     output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"bench-accuracy: the job {' '.join(job)} failed")
-    result = json.loads(output.strip().splitlines()[-1])
+    if os.waitstatus_to_exitcode(status) != 0:  # reported, and the other jobs go on
+        print(f"bench-accuracy: the job {' '.join(job[:2])} failed", file=sys.stderr, flush=True)
+        result = {"failed": " ".join(job[:2]), "forecasts": {}, "years": {}, "left_out": {}}
+    else:
+        result = json.loads(output.strip().splitlines()[-1])
     result["wall_seconds"] = time.perf_counter() - started
     result["peak_rss_mb"] = usage.ru_maxrss / 1024
     return result
@@ -267,13 +269,16 @@ def main() -> int:
     )
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(measured, jobs))
+    failed = [r["failed"] for r in done if "failed" in r]
+    pooled_years = [r for r in done[: len(args.years)] if "failed" not in r]
     results = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "failed_jobs": failed,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "years": _span(args.years),
         "train_args": args.train_args,
         "jobs": args.jobs,
-        "pooled": {r["year"]: r for r in done[: len(args.years)]},
+        "pooled": {r["year"]: r for r in pooled_years},
         "tickers": dict(zip(args.tickers, done[len(args.years) :], strict=True)),
         "wall_seconds": time.perf_counter() - started,
     }

@@ -98,9 +98,12 @@ def summarize(forecasts: pd.DataFrame, reported: bool) -> dict:
             "pooled": pooled,
             "best_classic": best,
             "ratio_to_best_classic": ratio,
+            # GARCH needs 500 days before a month: a young stock's first years go without
             "ratio_to_garch": pooled[POOLED]["interval_score_brl"]
-            / pooled[GARCH]["interval_score_brl"],
-            "dm_pvalue_vs_garch": dm_pvalue(part, POOLED, GARCH),
+            / pooled[GARCH]["interval_score_brl"]
+            if GARCH in pooled
+            else None,
+            "dm_pvalue_vs_garch": dm_pvalue(part, POOLED, GARCH) if GARCH in pooled else None,
             "year_coverage": {y: s[POOLED]["coverage"] for y, s in by_year.items()},
         }
     every = forecasts[forecasts[f"{POOLED}|0.5"].notna()]
@@ -120,7 +123,7 @@ def summarize(forecasts: pd.DataFrame, reported: bool) -> dict:
             np.median([s["ratio_to_best_classic"][POOLED] for s in stocks.values()])
         ),
         "share_better_than_garch": float(
-            np.mean([s["ratio_to_garch"] < 1 for s in stocks.values()])
+            np.mean([s["ratio_to_garch"] < 1 for s in stocks.values() if s["ratio_to_garch"]])
         ),
         "max_mae_ratio_naive": max(s["pooled"][POOLED]["mae_ratio_naive"] for s in stocks.values()),
         "pooled_coverage": scores(every)[POOLED]["coverage"],
@@ -243,7 +246,7 @@ def markdown(results: dict, summary: dict) -> str:
             f"{p[POOLED]['coverage']:.1%} | "
             + " | ".join(cells)
             + f" | {ratio[POOLED]:.3f} ({s['best_classic']}) | {fmt(ratio.get(LSTM), '.3f')} | "
-            f"{s['dm_pvalue_vs_garch']:.3f} |"
+            f"{fmt(s['dm_pvalue_vs_garch'], '.3f')} |"
         )
     lines += ["", "## Coverage of the pooled network, stock by year", ""]
     years = sorted({y for s in stocks.values() for y in s["year_coverage"]})
@@ -274,6 +277,8 @@ def markdown(results: dict, summary: dict) -> str:
     for year, r in results["pooled"].items():
         for ticker, why in r["left_out"].items():
             lines.append(f"\n{year}: {ticker} sat out the pooled training: {why}")
+    for job in results["failed_jobs"]:
+        lines.append(f"\nThe job {job} FAILED: its stock or year is missing above.")
     return "\n".join(lines) + "\n"
 
 

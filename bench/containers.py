@@ -25,7 +25,7 @@ import docker
 from bench.serving import rss_mb
 from scripts.build_images import chart_app_version
 from scripts.harness.chart import Helm, by_kind, named, one_host_flags, pod_spec
-from scripts.harness.pods import PodHost, service_hosts
+from scripts.harness.pods import PodHost
 from scripts.harness.processes import free_port
 from services.client.client import ForecastClient
 
@@ -61,7 +61,8 @@ def main() -> int:
         "image_mb": sizes,
     }
     with tempfile.TemporaryDirectory() as folder:
-        host = PodHost(client, Path(folder), service_hosts(docs))
+        host = PodHost(client, Path(folder))
+        host.use(docs)
         try:
             host.pod("mlflow", pod_spec(named(docs, "Deployment", "-mlflow"))).start().wait_ready(
                 120

@@ -40,7 +40,9 @@ def hindsight(prices: pd.DataFrame, anchors: pd.DatetimeIndex) -> np.ndarray:
     for year in np.unique(anchors.year):
         before = (prices.index.year < year) & np.isfinite(z)
         on = anchors.year == year
+        if not before.any():  # no year before this one to take the quantiles from
+            continue
         q = np.quantile(z[before], LEVELS)
         quantiles[on] = sigma[position[on], None] * q[None, :]
-    quantiles[:, 1] = 0.0  # the median: tomorrow = today, as every interval here
+    quantiles[np.isfinite(quantiles[:, 0]), 1] = 0.0  # the median: tomorrow = today, as all here
     return close[position, None] * np.exp(quantiles)

@@ -30,6 +30,12 @@ class TrainSettings(MlflowSettings):
         description="instead of --ticker: one pooled model trained on all these tickers' "
         "latest snapshots, registered as a version of each ticker's model",
     )
+    index: int | None = Field(
+        None,
+        ge=0,
+        description="train only the ticker at this position of --tickers (from 0), a model of "
+        "its own: an Indexed Job's completion index picks it",
+    )
     data: Path | None = Field(
         None, description="train --ticker on this Yahoo-format CSV instead of a snapshot"
     )
@@ -112,6 +118,15 @@ class TrainSettings(MlflowSettings):
         repeated = sorted({t for t in self.tickers if self.tickers.count(t) > 1})
         if repeated:
             raise ValueError(f"--tickers names {', '.join(repeated)} more than once")
+        if self.index is not None:
+            if not self.index < len(self.tickers):
+                raise ValueError(
+                    f"--index {self.index} needs --tickers with more than {self.index} tickers, "
+                    f"not {len(self.tickers)}"
+                )
+            self.ticker, self.tickers = self.tickers[self.index], []  # as --ticker would
+        if len(self.tickers) == 1:  # a pooled model of one ticker is that ticker's own
+            self.ticker, self.tickers = self.tickers[0], []
         if self.tickers and self.data is not None:
             raise ValueError(
                 "--data is one ticker's CSV; --tickers trains on each ticker's latest snapshot"

@@ -83,6 +83,20 @@ def pod_spec(doc: dict) -> dict:
     return doc["spec"]["template"]["spec"]
 
 
+def env_of(container: dict, docs: list[dict]) -> dict[str, str]:
+    """A container's environment as its pod would see it: plain values, and keys of the
+    rendering's ConfigMaps (Secrets and the downward API are the pod's own, left out)."""
+    maps = {d["metadata"]["name"]: d.get("data", {}) for d in by_kind(docs, "ConfigMap")}
+    env = {}
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = str(entry["value"])
+        elif "configMapKeyRef" in entry["valueFrom"]:
+            ref = entry["valueFrom"]["configMapKeyRef"]
+            env[entry["name"]] = maps[ref["name"]][ref["key"]]
+    return env
+
+
 def documented_commands(text: str, program: str = "helm") -> list[list[str]]:
     """The ``program`` command lines of a README's fenced shell blocks or of NOTES.txt,
     continuation lines joined and trailing comments dropped, split as a shell would."""

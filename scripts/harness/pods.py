@@ -1,7 +1,8 @@
 """The chart's pod specs run as Docker containers, the way a kubelet would run them.
 
 From each container of a pod spec: the image, command and args (``$(VAR)`` expanded as
-Kubernetes does), the environment (values, and Secret keys the caller provides), the user,
+Kubernetes does), the environment (values, Secret keys the caller provides, ConfigMap keys
+of the rendering, and the pod's annotations through the downward API), the user,
 group and fsGroup, a read-only root, dropped capabilities, no privilege escalation, every
 emptyDir as a tmpfs of its own, every persistent volume claim as a host folder, and the
 memory limit. Init containers run to completion first; readiness is the spec's own probe;
@@ -72,10 +73,18 @@ class PodHost:
     root: Path
     hosts: list[str] = field(default_factory=list)
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    config_maps: dict[str, dict[str, str]] = field(default_factory=dict)
     label: str = field(default_factory=lambda: f"petr4-pods-{uuid.uuid4().hex[:8]}")
 
-    def pod(self, name: str, spec: dict) -> Pod:
-        return Pod(self, name, spec)
+    def pod(self, name: str, spec: dict, annotations: dict[str, str] | None = None) -> Pod:
+        return Pod(self, name, spec, annotations or {})
+
+    def use(self, docs: list[dict]) -> None:
+        """Serve a rendering's Services' names and ConfigMaps to the pods started here."""
+        self.hosts = service_hosts(docs)
+        self.config_maps = {
+            d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"
+        }
 
     def claim_folder(self, claim: str, uid: int | None, gid: int | None) -> Path:
         """A persistent volume claim: a host folder that outlives its pods, owned as fsGroup."""
@@ -96,8 +105,8 @@ class PodHost:
 class Pod:
     """One pod spec's containers on a ``PodHost``."""
 
-    def __init__(self, host: PodHost, name: str, spec: dict):
-        self.host, self.name, self.spec = host, name, spec
+    def __init__(self, host: PodHost, name: str, spec: dict, annotations: dict[str, str]):
+        self.host, self.name, self.spec, self.annotations = host, name, spec, annotations
         self.containers: list = []
         self.started_at: float | None = None
 
@@ -108,9 +117,18 @@ class Pod:
         for entry in container.get("env", []):
             if "value" in entry:
                 env[entry["name"]] = expand(str(entry["value"]), env)
-            else:
-                ref = entry["valueFrom"]["secretKeyRef"]
+                continue
+            source = entry["valueFrom"]
+            if "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
                 env[entry["name"]] = self.host.secrets[ref["name"]][ref["key"]]
+            elif "configMapKeyRef" in source:
+                ref = source["configMapKeyRef"]
+                env[entry["name"]] = self.host.config_maps[ref["name"]][ref["key"]]
+            else:  # the downward API: the pod's own annotations
+                path = source["fieldRef"]["fieldPath"]
+                key = re.fullmatch(r"metadata\.annotations\['(.+)'\]", path).group(1)
+                env[entry["name"]] = self.annotations[key]
         return env
 
     def _mounts(self, container: dict) -> tuple[dict[str, str], dict[str, dict]]:

@@ -1,9 +1,12 @@
 """Training Jobs started from the chart's own template, through the Kubernetes API.
 
-The chart renders one Job manifest per ticker into a ConfigMap, from the same template as
-the install's training Job; a retraining is that manifest, created under a generated name.
-Before creating one the launcher asks the API which training Jobs of the ticker exist: none
-may be running, and none may have started within the cooldown.
+The chart renders the Jobs a retraining may start into a ConfigMap, from the same template
+as the install's training Job: one that retrains the whole ticker list (``all.yaml``, when
+the tickers are trained pooled: a ticker's model is the pooled one), or one per ticker
+(``<ticker>.yaml``). A retraining is that manifest, created under a generated name. Before
+creating one the launcher asks the API which training Jobs cover the ticker (those of the
+whole list, and its own): none may be running, and none may have started within the
+cooldown.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from services.core.naming import ticker_slug
 
 log = logging.getLogger(__name__)
 
-TICKER_LABEL = "petr4.io/ticker"
+COVERS_LABEL = "petr4.io/covers"  # what a training Job trains: "all" tickers, or one's slug
+EVERY_TICKER = "all"
 TRIGGER_LABEL = "petr4.io/trigger"
 
 
@@ -55,40 +59,48 @@ class JobLauncher:
         self.job_selector = job_selector
         self.cooldown_seconds = cooldown_seconds
         self._lock = threading.Lock()  # webhooks arrive on several threads; one decides at a time
-        # ticker -> monotonic time of this process's last start
+        # what a Job covers ("all", or a ticker's slug) -> monotonic time of this process's
+        # last start
         self._started: dict[str, float] = {}
 
     def request(self, ticker: str, reason: dict[str, str]) -> Launch:
-        """Start a training of ``ticker`` unless one runs or ran within the cooldown."""
+        """Start a training of ``ticker`` unless one that covers it runs or ran within the
+        cooldown."""
         with self._lock:
-            jobs = self.batch.list_namespaced_job(
-                self.namespace,
-                label_selector=f"{self.job_selector},{TICKER_LABEL}={ticker_slug(ticker)}",
-            ).items
+            key, manifest = self._template(ticker)
+            jobs = [
+                j
+                for j in self.batch.list_namespaced_job(
+                    self.namespace, label_selector=self.job_selector
+                ).items
+                if (j.metadata.labels or {}).get(COVERS_LABEL) in (EVERY_TICKER, key)
+            ]
             running = [j for j in jobs if _running(j)]
             if running:
                 return Launch("active", running[0].metadata.name)
             recent = [j for j in jobs if _age_seconds(j) < self.cooldown_seconds]
             if recent:
                 return Launch("cooldown", recent[0].metadata.name)
-            last = self._started.get(ticker)
+            last = self._started.get(key)
             if last is not None and time.monotonic() - last < self.cooldown_seconds:
                 return Launch("cooldown")
-            created = self.batch.create_namespaced_job(self.namespace, self._job(ticker, reason))
-            self._started[ticker] = time.monotonic()
+            job = yaml.safe_load(manifest)
+            job["metadata"].setdefault("annotations", {}).update(reason)
+            created = self.batch.create_namespaced_job(self.namespace, job)
+            self._started[key] = time.monotonic()
             log.info("started training Job %s for %s (%s)", created.metadata.name, ticker, reason)
             return Launch("started", created.metadata.name)
 
-    def _job(self, ticker: str, reason: dict[str, str]) -> dict:
+    def _template(self, ticker: str) -> tuple[str, str]:
+        """What retrains ``ticker`` (the whole list, or the ticker alone) and its manifest."""
         config_map = self.core.read_namespaced_config_map(self.template_configmap, self.namespace)
-        manifest = (config_map.data or {}).get(f"{ticker_slug(ticker)}.yaml")
-        if manifest is None:
-            raise TemplateMissing(
-                f"ConfigMap {self.template_configmap} has no Job template for {ticker}"
-            )
-        job = yaml.safe_load(manifest)
-        job["metadata"].setdefault("annotations", {}).update(reason)
-        return job
+        data = config_map.data or {}
+        for key in (EVERY_TICKER, ticker_slug(ticker)):
+            if f"{key}.yaml" in data:
+                return key, data[f"{key}.yaml"]
+        raise TemplateMissing(
+            f"ConfigMap {self.template_configmap} has no Job template for {ticker}"
+        )
 
 
 def _running(job) -> bool:

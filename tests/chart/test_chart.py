@@ -15,6 +15,7 @@ from scripts.harness.chart import (
     CI_VALUES,
     by_kind,
     documented_commands,
+    env_of,
     named,
     pod_spec,
     value_flags,
@@ -163,13 +164,14 @@ def test_every_pod_runs_restricted(render, values):
 
 
 def test_predictor_rolls_without_unavailable_pods_and_probes_grpc_health(render):
-    deployment = named(render(), "Deployment", "-predictor")
+    docs = render()
+    deployment = named(docs, "Deployment", "-predictor")
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == 50051
-    grace = {e["name"]: e["value"] for e in container["env"]}["PETR4_SERVE_SHUTDOWN_GRACE_SECONDS"]
+    grace = env_of(container, docs)["PETR4_SERVE_SHUTDOWN_GRACE_SECONDS"]
     prestop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > int(grace) + prestop
     service = named(render(), "Service", "-predictor")
@@ -196,7 +198,7 @@ def test_pinning_a_model_version_changes_only_the_predictor_pod_template(render)
         old_template["metadata"]["annotations"]["checksum/model"]
         != new_template["metadata"]["annotations"]["checksum/model"]
     )
-    env = {e["name"]: e["value"] for e in new_template["spec"]["containers"][0]["env"]}
+    env = env_of(new_template["spec"]["containers"][0], after)
     assert env["PETR4_SERVE_MODEL_VERSION"] == "7"
 
 
@@ -245,7 +247,7 @@ def test_the_training_job_runs_again_only_when_its_inputs_change(render):
     """Its name carries a digest of its spec: an unchanged Job is left alone by an upgrade, a
     changed one is replaced (a Job's pod template cannot be updated in place)."""
     name = training_job_name(render())
-    assert name.startswith("petr4-train-petr4-sa-")
+    assert name.startswith("petr4-train-")
     for unrelated in (
         {"images__predictor__tag": "other"},
         {"predictor__model__version": 2},
@@ -259,18 +261,57 @@ def test_the_training_job_runs_again_only_when_its_inputs_change(render):
             {"trainer__extraArgs": "{--max-epochs,3}"},
             {"ingestion__source": "synthetic"},
             {"trainer__job__revision": 2},
+            {"tickers": "{PETR4.SA,VALE3.SA}"},
+            {"trainer__mode": "per-ticker"},
         )
     }
-    assert len(renamed) == 4 and name not in renamed
+    assert len(renamed) == 6 and name not in renamed
+
+
+def test_pooled_the_ticker_list_is_one_training_job(render):
+    docs = render(tickers="{PETR4.SA,VALE3.SA,ITUB4.SA}")
+    (job,) = by_kind(docs, "Job")
+    (train,) = pod_spec(job)["containers"]
+    assert train["command"] == ["petr4-train"] and "completionMode" not in job["spec"]
+    assert json.loads(env_of(train, docs)["PETR4_TRAIN_TICKERS"]) == [
+        "PETR4.SA",
+        "VALE3.SA",
+        "ITUB4.SA",
+    ]
+
+
+def test_per_ticker_the_ticker_list_is_one_indexed_job(render):
+    """An index per ticker, JOB_COMPLETION_INDEX (as the downward API gives it) picking it
+    from the tickers ConfigMap; a failed ticker retries alone and stops nobody else."""
+    docs = render(
+        tickers="{PETR4.SA,VALE3.SA,ITUB4.SA}",
+        trainer__mode="per-ticker",
+        trainer__perTicker__parallelism=2,
+        trainer__perTicker__backoffLimitPerIndex=2,
+    )
+    (job,) = by_kind(docs, "Job")
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 2)
+    assert spec["backoffLimitPerIndex"] == 2 and "backoffLimit" not in spec
+    (train,) = pod_spec(job)["containers"]
+    (index,) = [e for e in train["env"] if e["name"] == "PETR4_TRAIN_INDEX"]
+    assert index["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    tickers = json.loads(env_of(train, docs)["PETR4_TRAIN_TICKERS"])
+    assert tickers == ["PETR4.SA", "VALE3.SA", "ITUB4.SA"]
+    # What each index trains: the trainer's own reading of the same settings.
+    from trainer.settings import TrainSettings
+
+    trained = [TrainSettings(tickers=tickers, index=i).universe for i in range(3)]
+    assert trained == [["PETR4.SA"], ["VALE3.SA"], ["ITUB4.SA"]]
 
 
 def test_the_model_version_may_be_a_number_or_a_string(render):
     for given in ({"predictor__model__version": 2}, {"predictor__model__version": "2"}):
-        deployment = named(render(**given), "Deployment", "-predictor")
-        env = {
-            e["name"]: e["value"]
-            for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-        }
+        docs = render(**given)
+        deployment = named(docs, "Deployment", "-predictor")
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0], docs)
         assert env["PETR4_SERVE_MODEL_VERSION"] == "2", given
     refused = render.run("template", "petr4", str(CHART), "--set", "predictor.model.version=0")
     assert refused.returncode != 0 and "predictor.model.version" in refused.stderr
@@ -293,12 +334,28 @@ def pod_cpu_request(spec: dict) -> float:
     )
 
 
-def test_every_pod_that_can_run_at_once_fits_in_one_cpu(render):
+@pytest.mark.parametrize(
+    "mode", [{}, {"trainer__mode": "per-ticker", "trainer__perTicker__parallelism": 1}]
+)
+def test_every_pod_that_can_run_at_once_fits_in_one_cpu(render, mode):
     """kind's own pods request 0.95 of a 2-CPU node: the release must fit in the rest, with
-    MLflow, a training per ticker (the install's or the schedule's, one at a time), the
-    predictor and its rollout's surge pod, the ingestion CronJob and helm test all at once."""
+    MLflow, the training (the install's or the schedule's, one at a time; per ticker, as
+    many pods as its parallelism), the predictor and its rollout's surge pod, the ingestion
+    CronJob and helm test all at once."""
+    requests = cpu_requests(render(trainer__schedule__enabled=True, **mode))
+    assert sum(requests.values()) <= 1000, requests
+
+
+def test_the_cpu_budget_counts_each_training_pod_a_per_ticker_job_runs_at_once(render):
+    one = cpu_requests(render(trainer__mode="per-ticker"))
+    three = cpu_requests(render(trainer__mode="per-ticker", trainer__perTicker__parallelism=3))
+    assert three["training"] == 3 * one["training"]
+
+
+def cpu_requests(docs: list[dict]) -> dict[str, float]:
+    """Millicores each workload may hold at once: its pods' requests times how many run."""
     requests: dict[str, float] = {}
-    for doc in render(trainer__schedule__enabled=True):
+    for doc in docs:
         if doc["kind"] not in ("Deployment", "Job", "CronJob", "Pod"):
             continue
         spec = pod_spec(doc)
@@ -307,10 +364,12 @@ def test_every_pod_that_can_run_at_once_fits_in_one_cpu(render):
             strategy = doc["spec"].get("strategy", {})
             surge = strategy.get("rollingUpdate", {}).get("maxSurge", 1)
             pods = doc["spec"]["replicas"] + (0 if strategy.get("type") == "Recreate" else surge)
-        ticker = template_labels(doc).get("petr4.io/ticker")
-        workload = f"training of {ticker}" if ticker else doc["metadata"]["name"]
+        job = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+        pods *= job.get("parallelism", 1) if doc["kind"] in ("Job", "CronJob") else 1
+        covers = template_labels(doc).get("petr4.io/covers")
+        workload = "training" if covers else doc["metadata"]["name"]
         requests[workload] = max(requests.get(workload, 0), pod_cpu_request(spec) * pods)
-    assert sum(requests.values()) <= 1000, requests
+    return requests
 
 
 def template_labels(doc: dict) -> dict:
@@ -394,12 +453,7 @@ def test_network_policies_let_only_the_jobs_reach_the_internet(render):
 def test_external_mlflow_replaces_the_bundled_one(render):
     docs = render(mlflow__enabled=False, mlflow__externalUri="https://mlflow.example.com")
     assert not [d for d in docs if d["metadata"]["name"].endswith("-mlflow")]
-    env = {
-        e["name"]: e["value"]
-        for e in named(docs, "Deployment", "-predictor")["spec"]["template"]["spec"]["containers"][
-            0
-        ]["env"]
-    }
+    env = env_of(pod_spec(named(docs, "Deployment", "-predictor"))["containers"][0], docs)
     assert env["MLFLOW_TRACKING_URI"] == "https://mlflow.example.com"
     result = render.run("template", "petr4", str(CHART), "--set", "mlflow.enabled=false")
     assert result.returncode != 0 and "mlflow.externalUri is required" in result.stderr

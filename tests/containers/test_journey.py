@@ -21,7 +21,6 @@ from scripts.harness.chart import (
     readme_command,
     value_flags,
 )
-from scripts.harness.pods import service_hosts
 from scripts.harness.processes import free_port, run_cli
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
@@ -46,7 +45,7 @@ def forecast_cli(target: str, *args: str):
 
 def test_the_readme_journey_runs_as_containers(images, helm, pod_host, ports):
     install = rendering(helm, ports)
-    pod_host.hosts = service_hosts(install)
+    pod_host.use(install)
     target = f"127.0.0.1:{ports['grpc']}"
 
     mlflow = pod_host.pod("mlflow", pod_spec(named(install, "Deployment", "-mlflow"))).start()

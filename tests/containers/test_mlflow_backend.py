@@ -13,7 +13,6 @@ import pytest
 from mlflow import MlflowClient
 
 from scripts.harness.chart import named, pod_spec
-from scripts.harness.pods import service_hosts
 from scripts.harness.processes import free_port, wait_until
 
 pytestmark = pytest.mark.containers
@@ -84,7 +83,7 @@ def test_mlflow_keeps_its_runs_in_an_external_postgresql(images, helm, pod_host,
     uri, psql = postgres
     port = free_port()
     docs = helm.template("--set", f"mlflow.backend.existingSecret=mlflow-db,mlflow.port={port}")
-    pod_host.hosts = service_hosts(docs)
+    pod_host.use(docs)
     pod_host.secrets = {"mlflow-db": {"backend-store-uri": uri}}  # as the Secret would hold it
     spec = pod_spec(named(docs, "Deployment", "-mlflow"))
     mlflow = pod_host.pod("mlflow-pg", spec).start()

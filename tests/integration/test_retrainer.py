@@ -23,10 +23,15 @@ TOKEN = "s3cret-shared-token"
 TICKERS = ["PETR4.SA", "VALE3.SA"]
 
 
+def render(*flags: str) -> list[dict]:
+    helm = Helm(tool_or_skip("helm"))
+    return helm.template("--set-json", f"tickers={TICKERS}".replace("'", '"'), *flags)
+
+
 @pytest.fixture(scope="module")
 def rendering():
-    helm = Helm(tool_or_skip("helm"))
-    return helm.template("--set-json", f"tickers={TICKERS}".replace("'", '"'))
+    """The chart's defaults: the tickers trained pooled."""
+    return render()
 
 
 def receiver_args(rendering: list[dict], cooldown: str) -> list[str]:
@@ -101,21 +106,20 @@ def outcomes(answer: dict) -> list[str]:
 
 
 def test_a_firing_alert_starts_the_charts_training_job(cluster, rendering):
+    """Pooled, a ticker's model is the pooled one: the alert retrains the whole list."""
     api, receiver = cluster
     status, answer = receiver.post(webhook(alert()), TOKEN)
     assert (status, outcomes(answer)) == (200, ["started"])
     (job,) = api.created()
-    assert [m for m, _ in api.requests] == ["GET", "GET", "POST"]  # list, template, create
+    assert [m for m, _ in api.requests] == ["GET", "GET", "POST"]  # template, list, create
     for version in ("1.30.0", "1.37.0"):
         kubernetes_validate.validate(job, version, strict=True)
     # The install's training Job, trained anew: the same pod, under a generated name.
-    (install,) = [
-        d for d in rendering if d["kind"] == "Job" and "petr4-sa" in d["metadata"]["name"]
-    ]
+    (install,) = [d for d in rendering if d["kind"] == "Job"]
     assert job["spec"]["template"]["spec"] == install["spec"]["template"]["spec"]
-    assert job["metadata"]["name"].startswith("petr4-retrain-petr4-sa-")
+    assert job["metadata"]["name"].startswith("petr4-retrain-all-")
     labels = job["metadata"]["labels"]
-    assert labels["petr4.io/ticker"] == "petr4-sa" and labels["petr4.io/trigger"] == "alert"
+    assert labels["petr4.io/covers"] == "all" and labels["petr4.io/trigger"] == "alert"
     assert job["metadata"]["annotations"]["petr4.io/alert"] == "Petr4RealizedMAEHigh"
     assert job["spec"]["ttlSecondsAfterFinished"] == 86400
 
@@ -126,12 +130,47 @@ def test_no_second_job_while_one_runs_nor_within_the_cooldown(cluster):
     (job,) = api.created()
     status, answer = receiver.post(webhook(alert(), alert()), TOKEN)  # a storm of repeats
     assert (status, outcomes(answer)) == (200, ["active", "active"])
+    status, answer = receiver.post(webhook(alert("VALE3.SA")), TOKEN)  # the same training
+    assert (status, outcomes(answer)) == (200, ["active"])
     api.finish(job["metadata"]["name"])
     status, answer = receiver.post(webhook(alert()), TOKEN)
     assert (status, outcomes(answer)) == (200, ["cooldown"])
     assert len(api.created()) == 1
+
+
+@pytest.fixture
+def per_ticker_cluster(tmp_path):
+    rendering = render("--set", "trainer.mode=per-ticker")
+    api = KubeApiStandIn(rendering).start()
+    receiver = RetrainerProcess(
+        tmp_path,
+        api.kubeconfig(tmp_path / "kubeconfig"),
+        TOKEN,
+        *receiver_args(rendering, "86400"),
+    )
+    try:
+        receiver.start()
+        yield api, receiver
+    finally:
+        receiver.stop()
+        api.stop()
+
+
+def test_per_ticker_each_alert_retrains_its_own_ticker(per_ticker_cluster):
+    api, receiver = per_ticker_cluster
+    status, answer = receiver.post(webhook(alert()), TOKEN)
+    assert (status, outcomes(answer)) == (200, ["started"])
+    (job,) = api.created()
+    kubernetes_validate.validate(job, "1.30.0", strict=True)
+    assert job["metadata"]["name"].startswith("petr4-retrain-petr4-sa-")
+    assert job["metadata"]["labels"]["petr4.io/covers"] == "petr4-sa"
+    (train,) = job["spec"]["template"]["spec"]["containers"]
+    assert train["command"][:3] == ["petr4-train", "--ticker", "PETR4.SA"]
+    assert "completionMode" not in job["spec"]  # one ticker: an ordinary Job
     status, answer = receiver.post(webhook(alert("VALE3.SA")), TOKEN)  # tickers are apart
     assert outcomes(answer) == ["started"] and len(api.created()) == 2
+    status, answer = receiver.post(webhook(alert()), TOKEN)
+    assert outcomes(answer) == ["active"] and len(api.created()) == 2
 
 
 @pytest.mark.parametrize("cluster", ["0"], indirect=True)

@@ -252,3 +252,18 @@ def test_the_training_batches_are_the_windows_the_splits_hold(prices):
         [dm.series["U.SA"].center] * int(dm.mask("train", "U.SA").sum()),
     ]
     np.testing.assert_allclose(y.numpy(), expected.y / expected.volatility - centers, rtol=1e-6)
+
+
+def test_what_a_training_covers_and_its_recipe():
+    from trainer.settings import TrainSettings
+
+    pooled = TrainSettings(tickers=["PETR4.SA", "VALE3.SA"])
+    assert pooled.universe == ["PETR4.SA", "VALE3.SA"]
+    assert (pooled.batch_size, pooled.patience) == (256, 3)  # the pooled recipe
+    alone = TrainSettings(tickers=["PETR4.SA"])  # a pooled model of one is its own model
+    assert alone.universe == ["PETR4.SA"] and (alone.batch_size, alone.patience) == (64, 10)
+    assert alone == TrainSettings(ticker="PETR4.SA")
+    picked = TrainSettings(tickers=["PETR4.SA", "VALE3.SA"], index=1)  # an Indexed Job's pod
+    assert picked.universe == ["VALE3.SA"] and picked.batch_size == 64
+    with pytest.raises(ValueError, match="--index 2 needs --tickers with more than 2 tickers"):
+        TrainSettings(tickers=["PETR4.SA", "VALE3.SA"], index=2)

@@ -92,7 +92,22 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
-{{/* The trainer image's pod: used by the ingestion CronJob and the trainer Job and CronJob. */}}
+{{/* The ConfigMap holding the ticker list every Job reads. */}}
+{{- define "petr4.tickersConfigMap" -}}
+{{- include "petr4.componentName" (dict "root" . "component" "tickers") -}}
+{{- end -}}
+
+{{/* An environment variable holding the ticker list as JSON, from the tickers ConfigMap. */}}
+{{- define "petr4.tickersEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    configMapKeyRef:
+      name: {{ include "petr4.tickersConfigMap" .root }}
+      key: tickers
+{{- end -}}
+
+{{/* The trainer image's pod: used by the ingestion CronJob and the trainer Job and CronJob.
+.command runs in the container, .env adds to its environment. */}}
 {{- define "petr4.jobPodSpec" -}}
 serviceAccountName: {{ include "petr4.componentName" (dict "root" .root "component" "jobs") }}
 automountServiceAccountToken: false
@@ -108,10 +123,11 @@ initContainers:
   - name: ingest-if-missing
     image: {{ include "petr4.image" (dict "image" .root.Values.images.trainer "root" .root) }}
     imagePullPolicy: {{ .root.Values.images.trainer.pullPolicy }}
-    command: ["petr4-ingest", "--if-missing", "--tickers", {{ range $i, $t := .root.Values.tickers }}{{ if $i }}, {{ end }}{{ $t | quote }}{{ end }}, "--source", {{ .root.Values.ingestion.source | quote }}]
+    command: ["petr4-ingest", "--if-missing", "--source", {{ .root.Values.ingestion.source | quote }}]
     env:
       - name: MLFLOW_TRACKING_URI
         value: {{ include "petr4.mlflowUri" .root | quote }}
+      {{- include "petr4.tickersEnv" (dict "root" .root "name" "PETR4_INGEST_TICKERS") | nindent 6 }}
       {{- include "petr4.commonEnv" . | nindent 6 }}
     securityContext:
       {{- include "petr4.containerSecurityContext" . | nindent 6 }}
@@ -130,6 +146,9 @@ containers:
         value: {{ include "petr4.mlflowUri" .root | quote }}
       - name: PETR4_{{ .envPrefix }}_JSON_LOGS
         value: "true"
+      {{- with .env }}
+      {{- . | nindent 6 }}
+      {{- end }}
       {{- include "petr4.commonEnv" . | nindent 6 }}
     securityContext:
       {{- include "petr4.containerSecurityContext" . | nindent 6 }}
@@ -142,20 +161,41 @@ volumes:
     emptyDir: {}
 {{- end -}}
 
-{{/* A training Job's spec for one ticker: ingest first when no snapshot exists, then train. */}}
+{{/*
+A training Job's spec; it ingests first where no snapshot exists. .covers is what it trains:
+"all" for the ticker list (trainer.mode pooled: one pooled network; per-ticker: an Indexed
+Job, one index per ticker, JOB_COMPLETION_INDEX picking its ticker), or one ticker alone.
+*/}}
 {{- define "petr4.trainJobSpec" -}}
-{{- $command := concat (list "petr4-train" "--ticker" .ticker) .root.Values.trainer.extraArgs }}
-backoffLimit: {{ .root.Values.trainer.backoffLimit }}
-activeDeadlineSeconds: {{ .root.Values.trainer.activeDeadlineSeconds }}
+{{- $v := .root.Values }}
+{{- $all := eq .covers "all" }}
+{{- $indexed := and $all (eq $v.trainer.mode "per-ticker") }}
+{{- $command := concat (list "petr4-train") (ternary (list) (list "--ticker" .covers) $all) $v.trainer.extraArgs }}
+{{- $env := "" }}
+{{- if $all }}
+{{- $env = include "petr4.tickersEnv" (dict "root" .root "name" "PETR4_TRAIN_TICKERS") }}
+{{- end }}
+{{- if $indexed }}
+{{- $env = printf "%s\n- name: PETR4_TRAIN_INDEX\n  valueFrom:\n    fieldRef:\n      fieldPath: metadata.annotations['batch.kubernetes.io/job-completion-index']" $env -}}
+completionMode: Indexed
+completions: {{ len $v.tickers }}
+parallelism: {{ $v.trainer.perTicker.parallelism }}
+backoffLimitPerIndex: {{ $v.trainer.perTicker.backoffLimitPerIndex }}
+{{- else -}}
+backoffLimit: {{ $v.trainer.backoffLimit }}
+{{- end }}
+activeDeadlineSeconds: {{ $v.trainer.activeDeadlineSeconds }}
 template:
   metadata:
     labels:
       {{- include "petr4.labels" (dict "root" .root "component" "train") | nindent 6 }}
-      petr4.io/ticker: {{ include "petr4.tickerSlug" .ticker }}
+      petr4.io/covers: {{ ternary "all" (include "petr4.tickerSlug" .covers) $all }}
     annotations:
-      petr4.io/training-revision: {{ .root.Values.trainer.job.revision | quote }}
+      petr4.io/training-revision: {{ $v.trainer.job.revision | quote }}
+      # The list is read from the tickers ConfigMap: a new list is a new Job.
+      checksum/tickers: {{ toJson $v.tickers | sha256sum | trunc 16 | quote }}
   spec:
-    {{- include "petr4.jobPodSpec" (dict "root" .root "container" "train" "command" $command "envPrefix" "TRAIN" "resources" .root.Values.trainer.resources "ingestFirst" true) | nindent 4 }}
+    {{- include "petr4.jobPodSpec" (dict "root" .root "container" "train" "command" $command "env" $env "envPrefix" "TRAIN" "resources" $v.trainer.resources "ingestFirst" true) | nindent 4 }}
 {{- end -}}
 
 {{/* Egress every component needs: DNS, and the MLflow server (in the release or outside it). */}}
