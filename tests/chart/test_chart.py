@@ -459,6 +459,73 @@ def test_external_mlflow_replaces_the_bundled_one(render):
     assert result.returncode != 0 and "mlflow.externalUri is required" in result.stderr
 
 
+SCALED_MLFLOW = {
+    "mlflow__replicas": 2,
+    "mlflow__backend__existingSecret": "mlflow-db",
+    "mlflow__artifacts__destination": "s3://petr4-mlflow/artifacts",
+    "mlflow__artifacts__existingSecret": "mlflow-s3",
+}
+
+
+@pytest.mark.parametrize(
+    "left_out",
+    [
+        ["mlflow__backend__existingSecret"],  # SQLite on the volume
+        ["mlflow__artifacts__destination"],  # artifacts on the volume
+        ["mlflow__backend__existingSecret", "mlflow__artifacts__destination"],
+    ],
+)
+def test_more_than_one_mlflow_replica_needs_a_database_and_an_object_store(render, left_out):
+    chosen = {k: v for k, v in SCALED_MLFLOW.items() if k not in left_out}
+    flags = [a for k, v in chosen.items() for a in ("--set", f"{k.replace('__', '.')}={v}")]
+    refused = render.run("template", "petr4", str(CHART), *flags)
+    assert refused.returncode != 0
+    assert "mlflow.replicas above 1 needs mlflow.backend.existingSecret" in refused.stderr
+
+
+def test_mlflow_scales_out_on_a_database_and_an_object_store(render):
+    docs = render(**SCALED_MLFLOW)
+    deployment = named(docs, "Deployment", "-mlflow")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (server,) = pod_spec(deployment)["containers"]
+    assert "--artifacts-destination=s3://petr4-mlflow/artifacts" in server["args"]
+    keys = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+        for e in server["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert keys == {
+        "MLFLOW_BACKEND_STORE_URI": "mlflow-db",
+        "AWS_ACCESS_KEY_ID": "mlflow-s3",
+        "AWS_SECRET_ACCESS_KEY": "mlflow-s3",
+        "MLFLOW_S3_ENDPOINT_URL": "mlflow-s3",
+    }
+    assert [v["name"] for v in pod_spec(deployment)["volumes"]] == ["tmp"]  # no volume to share
+    assert by_kind(docs, "PersistentVolumeClaim") == []
+    (budget,) = [
+        d for d in by_kind(docs, "PodDisruptionBudget") if d["metadata"]["name"].endswith("-mlflow")
+    ]
+    assert budget["spec"]["maxUnavailable"] == 1
+    # The schema is migrated once, before the servers start, by a Job that needs nothing
+    # of the release: the database and the MLflow image.
+    (upgrade,) = [
+        d for d in by_kind(docs, "Job") if d["metadata"]["name"].endswith("-mlflow-db-upgrade")
+    ]
+    assert upgrade["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    (migrate,) = pod_spec(upgrade)["containers"]
+    assert migrate["command"] == ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
+    assert "serviceAccountName" not in pod_spec(upgrade)
+
+
+def test_a_single_sqlite_mlflow_upgrades_its_own_schema_first(render):
+    deployment = named(render(), "Deployment", "-mlflow")
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    (init,) = pod_spec(deployment)["initContainers"]
+    assert init["command"] == ["mlflow", "db", "upgrade", "sqlite:////mlflow/mlflow.db"]
+    assert not [d for d in by_kind(render(), "Job") if "db-upgrade" in d["metadata"]["name"]]
+
+
 def test_mlflow_backend_from_a_secret(render):
     docs = render(mlflow__backend__existingSecret="mlflow-db")
     env = named(docs, "Deployment", "-mlflow")["spec"]["template"]["spec"]["containers"][0]["env"]

@@ -44,6 +44,13 @@ app.kubernetes.io/part-of: petr4
 {{- end -}}
 {{- end -}}
 
+{{/* Non-empty when the bundled MLflow keeps something on its volume: the SQLite store, or the artifacts. */}}
+{{- define "petr4.mlflowOnVolume" -}}
+{{- if or (not .Values.mlflow.backend.existingSecret) (not .Values.mlflow.artifacts.destination) -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* A ticker as it may appear in an object's name: PETR4.SA -> petr4-sa. */}}
 {{- define "petr4.tickerSlug" -}}
 {{- . | lower | replace "." "-" | replace "^" "" -}}
