@@ -1,10 +1,10 @@
-"""One ingestion pass per ticker: fetch, validate, reconcile with history, commit."""
+"""One ingestion pass over the tickers: fetch, validate, reconcile with history, commit."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import mlflow
 import numpy as np
@@ -14,7 +14,7 @@ from requests import RequestException
 
 from services.core import tracking
 from services.core.prices import OHLC, PriceValidationError, validate_prices
-from services.core.snapshots import SnapshotStore
+from services.core.snapshots import Snapshot, SnapshotStore
 from services.ingestion.settings import IngestSettings
 from services.ingestion.sources import PriceSource, SourceError
 
@@ -69,14 +69,31 @@ def reconcile(
     return pd.concat([stored, added]).sort_index()
 
 
-def ingest_ticker(
-    ticker: str, source: PriceSource, store: SnapshotStore, settings: IngestSettings
-) -> TickerResult:
-    """Refresh one ticker. Errors become a failed result; nothing is committed then."""
+@dataclass
+class Plan:
+    """What one ticker's refresh starts from: its latest snapshot, its rows, where to fetch from."""
+
+    previous: Snapshot | None = None
+    stored: pd.DataFrame | None = None
+    start: date | None = None
+
+
+def ingest(
+    tickers: list[str], source: PriceSource, store: SnapshotStore, settings: IngestSettings
+) -> list[TickerResult]:
+    """Refresh every ticker: one look at the stored snapshots, one download of what is new (a
+    batch, where the source takes one), then each ticker validated, reconciled and committed
+    on its own. A ticker that fails is reported and commits nothing; the others go on."""
     try:
-        previous = None if settings.full_refresh else store.latest(ticker)
+        latest = {} if settings.full_refresh else store.latest_of(tickers)
+    except Exception as exc:
+        return [_failure(t, exc) for t in tickers]
+    results: dict[str, TickerResult] = {}
+    plans: dict[str, Plan] = {}
+    for ticker in tickers:
+        previous = latest.get(ticker)
         if settings.if_missing and previous is not None:
-            return TickerResult(
+            results[ticker] = TickerResult(
                 ticker,
                 "unchanged",
                 rows=previous.rows,
@@ -84,18 +101,53 @@ def ingest_ticker(
                 run_id=previous.run_id,
                 message="a snapshot exists and --if-missing was given",
             )
-        stored = store.load(previous, settings.cache_dir / "snapshots") if previous else None
-        start = None
-        if stored is not None:
-            start = (stored.index[-1] - timedelta(days=settings.overlap_days)).date()
-        fresh, report = validate_prices(
-            source.fetch(ticker, start), ticker, settings.ohlc_tolerance
-        )
+            continue
+        try:
+            plans[ticker] = _plan(previous, store, settings)
+        except Exception as exc:
+            results[ticker] = _failure(ticker, exc)
+    try:
+        fetched = source.fetch_many({t: p.start for t, p in plans.items()}) if plans else {}
+    except Exception as exc:  # the source itself broke: every ticker it was asked for failed
+        fetched = {}
+        for ticker in plans:
+            results[ticker] = _failure(ticker, exc)
+        plans = {}
+    for ticker, plan in plans.items():
+        results[ticker] = _refresh(ticker, plan, fetched[ticker], source, store, settings)
+    return [results[t] for t in tickers]
+
+
+def _plan(previous: Snapshot | None, store: SnapshotStore, settings: IngestSettings) -> Plan:
+    if previous is None:
+        return Plan()
+    stored = store.load(previous, settings.cache_dir / "snapshots")
+    start = (stored.index[-1] - timedelta(days=settings.overlap_days)).date()
+    return Plan(previous, stored, start)
+
+
+def _refresh(
+    ticker: str,
+    plan: Plan,
+    fetched: pd.DataFrame | SourceError,
+    source: PriceSource,
+    store: SnapshotStore,
+    settings: IngestSettings,
+) -> TickerResult:
+    """Validate, reconcile and commit one ticker. Errors become a failed result; nothing is
+    committed then."""
+    previous, stored = plan.previous, plan.stored
+    try:
+        if isinstance(fetched, SourceError):
+            raise fetched
+        fresh, report = validate_prices(fetched, ticker, settings.ohlc_tolerance)
         frame = fresh
         if stored is not None:
             frame = reconcile(stored, fresh, settings.history_tolerance, ticker)
             frame, report = validate_prices(frame, ticker, settings.ohlc_tolerance)
             if len(frame) == len(stored):
+                if not settings.dry_run:
+                    store.point_to(previous)  # snapshots from before the pointers get theirs
                 return TickerResult(
                     ticker,
                     "unchanged",
@@ -125,12 +177,18 @@ def ingest_ticker(
             run_id=snapshot.run_id,
             message=report.summary(),
         )
-    except (SourceError, PriceValidationError, HistoryConflict) as exc:
+    except Exception as exc:
+        return _failure(ticker, exc)
+
+
+def _failure(ticker: str, exc: Exception) -> TickerResult:
+    """One line for a ticker's failure; the traceback of an unexpected one goes to the log."""
+    if isinstance(exc, SourceError | PriceValidationError | HistoryConflict):
         return TickerResult(ticker, "failed", message=str(exc))
-    except (MlflowException, RequestException) as exc:  # the server went away mid-run
-        log.debug("ingestion of %s failed", ticker, exc_info=True)
+    if isinstance(exc, MlflowException | RequestException):  # the server went away mid-run
+        log.debug("ingestion of %s failed", ticker, exc_info=exc)
         uri = mlflow.get_tracking_uri()
         return TickerResult(ticker, "failed", message=tracking.describe(exc, uri))
-    except Exception as exc:  # a disk full, a bug: one line here, the traceback in the log
-        log.exception("ingestion of %s failed unexpectedly", ticker)
-        return TickerResult(ticker, "failed", message=f"{type(exc).__name__}: {exc}")
+    # A disk full, a bug: one line here, the traceback in the log.
+    log.error("ingestion of %s failed unexpectedly", ticker, exc_info=exc)
+    return TickerResult(ticker, "failed", message=f"{type(exc).__name__}: {exc}")

@@ -9,7 +9,7 @@ from services.core import tracking
 from services.core.logging import configure_logging
 from services.core.settings import parse_settings
 from services.core.snapshots import SnapshotStore
-from services.ingestion.ingest import TickerResult, ingest_ticker
+from services.ingestion.ingest import TickerResult, ingest
 from services.ingestion.settings import IngestSettings
 from services.ingestion.sources import make_source
 
@@ -47,11 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "petr4-ingest: source is the SYNTHETIC series, not market data; snapshots are tagged so"
         )
     store = SnapshotStore(experiment=settings.experiment)
-    results = []
-    for number, ticker in enumerate(settings.tickers, start=1):
-        result = ingest_ticker(ticker, source, store, settings)
-        results.append(result)
-        line = f"[{number}/{len(settings.tickers)}] {ticker}: {result.status}"
+    results = ingest(settings.tickers, source, store, settings)
+    for number, result in enumerate(results, start=1):
+        line = f"[{number}/{len(results)}] {result.ticker}: {result.status}"
         if result.status == "committed":
             line += f" {result.rows} rows to {result.last_date} (+{result.new_rows})"
             line += f", run {result.run_id}"

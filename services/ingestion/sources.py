@@ -25,6 +25,9 @@ class SourceError(RuntimeError):
     """The source could not give prices (network, empty download, missing file)."""
 
 
+Fetched = dict[str, pd.DataFrame | SourceError]  # by ticker: its bars, or why there are none
+
+
 class PriceSource(Protocol):
     name: str
     synthetic: bool
@@ -32,6 +35,36 @@ class PriceSource(Protocol):
     def fetch(self, ticker: str, start: date | None) -> pd.DataFrame:
         """Daily bars of ``ticker`` from ``start`` (None: all history)."""
         ...
+
+    def fetch_many(self, starts: dict[str, date | None]) -> Fetched:
+        """Each ticker's bars from its start; a ticker that fails does not fail the others."""
+        ...
+
+
+def fetch_each(source: PriceSource, starts: dict[str, date | None]) -> Fetched:
+    """``fetch_many`` for a source without batches: one ticker at a time."""
+    fetched: Fetched = {}
+    for ticker, start in starts.items():
+        try:
+            fetched[ticker] = source.fetch(ticker, start)
+        except SourceError as exc:
+            fetched[ticker] = exc
+    return fetched
+
+
+def split_batch(frame: pd.DataFrame | None, tickers: list[str]) -> dict[str, pd.DataFrame]:
+    """A batch download's frame (columns: field, ticker) as each ticker's own frame; a
+    ticker Yahoo gave nothing for (all NaN, or absent) is left out."""
+    found = {}
+    if frame is None or frame.empty or not isinstance(frame.columns, pd.MultiIndex):
+        return found
+    present = set(frame.columns.get_level_values(1))
+    for ticker in tickers:
+        if ticker in present:
+            own = frame.xs(ticker, axis=1, level=1).dropna(how="all")
+            if not own.empty:
+                found[ticker] = normalize_frame(own)
+    return found
 
 
 def _network_reason(host: str) -> str | None:
@@ -57,26 +90,45 @@ class YahooSource:
     synthetic: bool = False
 
     def fetch(self, ticker: str, start: date | None) -> pd.DataFrame:
+        result = self.fetch_many({ticker: start})[ticker]
+        if isinstance(result, SourceError):
+            raise result
+        return result
+
+    def fetch_many(self, starts: dict[str, date | None]) -> Fetched:
+        """One batch download per start date (an incremental refresh has one): yfinance
+        fetches the batch's tickers in parallel and gives them as one frame."""
         import yfinance as yf  # only this source needs it
+        from yfinance import shared as yf_shared
 
         if self.cache_dir is not None:  # yfinance caches time zones; keep them off a read-only root
             yf.set_tz_cache_location(str(self.cache_dir))
-        frame = yf.download(
-            ticker,
-            start=(start or self.first_date).isoformat(),
-            auto_adjust=False,
-            actions=False,
-            progress=False,
-            threads=False,
-        )
-        # Offline, yfinance logs the failure and returns an empty frame instead of raising.
-        if frame is None or frame.empty:
-            reason = _network_reason(YAHOO_HOST)
-            raise SourceError(
-                f"Yahoo returned no rows for {ticker}: "
-                + (reason or "the ticker may be unknown or delisted")
+        by_start: dict[date, list[str]] = {}
+        for ticker, start in starts.items():
+            by_start.setdefault(start or self.first_date, []).append(ticker)
+        fetched: Fetched = {}
+        for start, tickers in by_start.items():
+            frame = yf.download(
+                tickers,
+                start=start.isoformat(),
+                auto_adjust=False,
+                actions=False,
+                progress=False,
+                threads=True,
+                group_by="column",
+                multi_level_index=True,
             )
-        return normalize_frame(frame)
+            found = split_batch(frame, tickers)
+            errors = getattr(yf_shared, "_ERRORS", {})  # yfinance's own word on each failure
+            reason = None if found else _network_reason(YAHOO_HOST)
+            for ticker in tickers:
+                if ticker in found:
+                    fetched[ticker] = found[ticker]
+                    continue
+                # Offline, yfinance logs the failure and gives empty columns instead of raising.
+                why = reason or errors.get(ticker) or "the ticker may be unknown or delisted"
+                fetched[ticker] = SourceError(f"Yahoo returned no rows for {ticker}: {why}")
+        return fetched
 
 
 @dataclass
@@ -86,6 +138,9 @@ class CsvSource:
     path_template: str
     name: str = "csv"
     synthetic: bool = False
+
+    def fetch_many(self, starts: dict[str, date | None]) -> Fetched:
+        return fetch_each(self, starts)
 
     def path(self, ticker: str) -> Path:
         return Path(self.path_template.replace("{ticker}", ticker))
@@ -114,6 +169,9 @@ class SyntheticSource:
     end: date | None = None
     name: str = "synthetic"
     synthetic: bool = True
+
+    def fetch_many(self, starts: dict[str, date | None]) -> Fetched:
+        return fetch_each(self, starts)
 
     def trading_days(self, end: date) -> pd.DatetimeIndex:
         return trading_days(self.first_date, end)
@@ -179,10 +237,13 @@ def yahoo_reachable() -> bool:
 
 __all__ = [
     "CsvSource",
+    "Fetched",
     "PriceSource",
     "SourceError",
     "SyntheticSource",
     "YahooSource",
+    "fetch_each",
     "make_source",
+    "split_batch",
     "yahoo_reachable",
 ]

@@ -249,3 +249,38 @@ def test_if_missing_skips_tickers_that_have_a_snapshot(
     assert second.returncode == 0
     assert "a snapshot exists and --if-missing was given" in second.stdout
     assert store.latest("TEST.SA") == before
+
+
+def test_the_whole_universe_in_one_run_one_bad_ticker_apart(
+    mlflow_env, experiment_name, shared_data, tmp_path
+):
+    """Every stock of the shared data and one whose file is broken: the broken one fails
+    alone, says why, and commits nothing; every other one is committed, and each ticker's
+    latest snapshot is then one request away."""
+    universe = sorted(p.stem for p in shared_data.glob("*.SA.csv"))
+    folder = tmp_path / "universe"
+    folder.mkdir()
+    for ticker in universe:
+        (folder / f"{ticker}.csv").symlink_to(shared_data / f"{ticker}.csv")
+    (folder / "BROKEN3.SA.csv").write_text("Date,Open,High,Low,Close,Adj Close,Volume\n")
+    tickers = [*universe[:20], "BROKEN3.SA", *universe[20:]]
+    done = run_cli(
+        [
+            "petr4-ingest",
+            "--tickers",
+            *tickers,
+            "--experiment",
+            experiment_name,
+            "--source",
+            f"csv:{folder}/{{ticker}}.csv",
+        ],
+        mlflow_env,
+    )
+    assert done.returncode == 1
+    failures = [line for line in done.stderr.splitlines() if "FAILED" in line]
+    assert failures == [
+        f"petr4-ingest: FAILED BROKEN3.SA: price file {folder}/BROKEN3.SA.csv: a header and no rows"
+    ]
+    assert done.stdout.count(": committed ") == len(universe) >= 42
+    latest = SnapshotStore(experiment=experiment_name).latest_of(tickers)
+    assert sorted(latest) == universe

@@ -182,3 +182,26 @@ def test_missing_adj_close_says_how_to_download_it(bars):
     message = refused(bars.drop(columns=["Adj Close"]))
     assert "missing columns ['Adj Close']" in message
     assert "download with auto_adjust=False" in message
+
+
+def test_a_yahoo_batch_is_split_into_each_tickers_own_frame():
+    """yfinance gives a batch as one frame with (field, ticker) columns; a ticker it could not
+    fetch comes as all-NaN columns, and is left out rather than given as empty prices."""
+    from services.ingestion.sources import split_batch
+
+    days = pd.date_range("2024-01-02", periods=3, name="Date")
+    fields = ["Adj Close", "Close", "High", "Low", "Open", "Volume"]
+    columns = pd.MultiIndex.from_product(
+        [fields, ["PETR4.SA", "GONE3.SA"]], names=["Price", "Ticker"]
+    )
+    frame = pd.DataFrame(np.nan, index=days, columns=columns)
+    for field in fields:
+        frame[(field, "PETR4.SA")] = [1.0, 2.0, 3.0]
+    split = split_batch(frame, ["PETR4.SA", "GONE3.SA"])
+    assert list(split) == ["PETR4.SA"]
+    assert list(split["PETR4.SA"].columns) == fields and split["PETR4.SA"]["Close"].tolist() == [
+        1,
+        2,
+        3,
+    ]
+    assert split_batch(pd.DataFrame(), ["PETR4.SA"]) == {}  # offline: an empty frame
