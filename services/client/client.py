@@ -16,17 +16,23 @@ class ForecastClient:
     """One channel to a predictor; use as a context manager or call ``close()``."""
 
     def __init__(
-        self, target: str, timeout: float = 10.0, max_message_bytes: int = 4 * 1024 * 1024
+        self,
+        target: str,
+        timeout: float = 10.0,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        round_robin: bool = False,
     ):
+        """``round_robin`` spreads calls over every address the target resolves to (the
+        chart's headless Service, as ``dns:///NAME:PORT``), instead of one connection."""
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if round_robin:
+            options.append(("grpc.lb_policy_name", "round_robin"))
+        self.channel = grpc.insecure_channel(target, options=options)
         self.stub = forecast_pb2_grpc.ForecastServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 

@@ -48,6 +48,11 @@ class ClientSettings(BaseSettings):
         False, description="print the answer as JSON", json_schema_extra={"flag": "--json"}
     )
     timeout: float = Field(10.0, gt=0, description="seconds to wait for an answer")
+    round_robin: bool = Field(
+        False,
+        description="spread calls over every address the target resolves to, such as the "
+        "chart's headless Service: dns:///petr4-predictor-headless.forecast:50051",
+    )
 
 
 def forecast_table(response) -> str:
@@ -125,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         history = bars_from_frame(frame.iloc[-settings.history_bars :])
     try:
-        with ForecastClient(settings.target, settings.timeout) as client:
+        with ForecastClient(
+            settings.target, settings.timeout, round_robin=settings.round_robin
+        ) as client:
             if command == "health":
                 status = client.health()
                 print(f"{settings.target}: {status}")

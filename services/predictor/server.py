@@ -58,6 +58,14 @@ class PredictorServer:
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
         ]
+        if settings.max_connection_age_seconds:  # GOAWAY, then the client reconnects
+            limits += [
+                ("grpc.max_connection_age_ms", round(settings.max_connection_age_seconds * 1000)),
+                (
+                    "grpc.max_connection_age_grace_ms",
+                    round(settings.shutdown_grace_seconds * 1000),
+                ),
+            ]
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
             interceptors=[ErrorAndMetricsInterceptor(self.metrics, SERVICE)],

@@ -40,6 +40,12 @@ class ServeSettings(MlflowSettings):
     max_history_bars: int = Field(
         5000, ge=1, description="largest explicit history accepted in a request"
     )
+    max_connection_age_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="close a client's connection after this long (0: never), so long-lived "
+        "clients reach pods added since they connected; calls in flight get --shutdown-grace-seconds",
+    )
     max_message_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="largest gRPC message, both ways"
     )

@@ -573,3 +573,22 @@ def test_schema_covers_every_default_value():
     broken["predictor"]["grpcPort"] = "50051"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+def test_a_headless_service_lets_in_cluster_clients_spread_their_calls(render):
+    docs = render(predictor__maxConnectionAgeSeconds=120)
+    headless = named(docs, "Service", "-predictor-headless")
+    plain = named(docs, "Service", "-predictor")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == plain["spec"]["selector"]
+    assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]
+    (server,) = pod_spec(named(docs, "Deployment", "-predictor"))["containers"]
+    env = env_of(server, docs)
+    assert env["PETR4_SERVE_MAX_CONNECTION_AGE_SECONDS"] == "120"
+    # What the predictor makes of it: the settings it reads, as the container's env gives them.
+    from services.predictor.settings import ServeSettings
+
+    settings = ServeSettings(
+        max_connection_age_seconds=env["PETR4_SERVE_MAX_CONNECTION_AGE_SECONDS"]
+    )
+    assert settings.max_connection_age_seconds == 120.0
