@@ -76,15 +76,19 @@ demo: $(STAMP) ## run the whole loop locally: MLflow, ingest, train, serve, fore
 	$(PY) -m scripts.demo
 
 .PHONY: bench
-bench: bench-accuracy bench-serving bench-containers ## run every benchmark; reports land in bench/reports/
+bench: bench-accuracy bench-serving bench-scale bench-containers ## run every benchmark; reports land in bench/reports/
 
 .PHONY: bench-accuracy
-bench-accuracy: $(STAMP) ## walk-forward 2019-2024: the model against naive and classic volatility models (~30 min)
+bench-accuracy: $(STAMP) ## walk-forward 2019-2024 on every stock: pooled and per-ticker networks against naive and classic models (~3 h)
 	$(PY) -m bench.accuracy
 
 .PHONY: bench-serving
 bench-serving: $(STAMP) ## predictor latency, throughput, start-up and memory against the gRPC floor
 	$(PY) -m bench.serving
+
+.PHONY: bench-scale
+bench-scale: $(STAMP) ## 1, 4, 16 and 42 stocks: ingestion, training, predictor start-up, memory, MLflow requests (~2 h)
+	$(PY) -m bench.scale
 
 .PHONY: bench-containers
 bench-containers: $(STAMP) ## image sizes; the predictor container's start-up and memory (needs Docker)
