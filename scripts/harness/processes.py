@@ -129,11 +129,23 @@ class PredictorProcess(LoggedProcess):
     stop_grace = 0  # killed: tests that want its SIGTERM path call terminate()
 
     def __init__(
-        self, root: Path, env: dict[str, str], *args: str, grpc_port: int = 0, metrics_port: int = 0
+        self,
+        root: Path,
+        env: dict[str, str],
+        *args: str,
+        grpc_port: int = 0,
+        metrics_port: int = 0,
+        health_port: int | None = None,
     ):
+        """With ``health_port`` (0: a free one) health is also served there, in plaintext,
+        and that is where readiness is asked (the gRPC port may speak TLS and want tokens)."""
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
         self.target = f"127.0.0.1:{self.grpc_port}"
+        if health_port is not None:
+            health_port = health_port or free_port()
+            args = (*args, "--health-port", str(health_port))
+        self.health_target = f"127.0.0.1:{health_port}" if health_port else self.target
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.log_path = root / f"predictor-{self.grpc_port}.log"
         self.args = [
@@ -158,7 +170,7 @@ class PredictorProcess(LoggedProcess):
         from services.client.client import ForecastClient
 
         try:
-            with ForecastClient(self.target, timeout=1) as client:
+            with ForecastClient(self.health_target, timeout=1) as client:
                 return client.health()
         except Exception:  # not listening yet
             return "UNREACHABLE"
@@ -166,7 +178,7 @@ class PredictorProcess(LoggedProcess):
     def wait_serving(self, timeout: float = 60) -> PredictorProcess:
         from services.client.client import ForecastClient
 
-        with ForecastClient(self.target) as probe:
+        with ForecastClient(self.health_target) as probe:
             wait_until(
                 lambda: self.process.poll() is not None or probe.is_serving(),
                 timeout,

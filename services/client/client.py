@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -10,6 +12,31 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.api import forecast_pb2, forecast_pb2_grpc
 
 Bar = forecast_pb2.Bar
+
+
+@dataclass(frozen=True)
+class Tls:
+    """How the client speaks TLS: the CA that signed the server's certificate and, for
+    mutual TLS, the client's own certificate and key; PEM files."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca_file.read_bytes(),
+            private_key=self.key_file.read_bytes() if self.key_file else None,
+            certificate_chain=self.cert_file.read_bytes() if self.cert_file else None,
+        )
+
+
+def read_token(path: Path) -> str:
+    """The first token of a token file (one a line, as the server reads them)."""
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            return line.strip()
+    raise ValueError(f"token file {path} holds no token")
 
 
 class ForecastClient:
@@ -21,9 +48,12 @@ class ForecastClient:
         timeout: float = 10.0,
         max_message_bytes: int = 4 * 1024 * 1024,
         round_robin: bool = False,
+        tls: Tls | None = None,
+        token: str | None = None,
     ):
         """``round_robin`` spreads calls over every address the target resolves to (the
-        chart's headless Service, as ``dns:///NAME:PORT``), instead of one connection."""
+        chart's headless Service, as ``dns:///NAME:PORT``), instead of one connection.
+        ``tls`` speaks TLS; ``token`` goes with every call as ``authorization: Bearer``."""
         self.target = target
         self.timeout = timeout
         options = [
@@ -32,7 +62,11 @@ class ForecastClient:
         ]
         if round_robin:
             options.append(("grpc.lb_policy_name", "round_robin"))
-        self.channel = grpc.insecure_channel(target, options=options)
+        if tls is None:
+            self.channel = grpc.insecure_channel(target, options=options)
+        else:
+            self.channel = grpc.secure_channel(target, tls.credentials(), options=options)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.stub = forecast_pb2_grpc.ForecastServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
@@ -43,13 +77,15 @@ class ForecastClient:
         timeout: float | None = None,
     ) -> forecast_pb2.ForecastResponse:
         request = forecast_pb2.ForecastRequest(ticker=ticker, history=list(history or []))
-        return self.stub.Forecast(request, timeout=timeout or self.timeout)
+        return self.stub.Forecast(request, timeout=timeout or self.timeout, metadata=self.metadata)
 
     def model_info(
         self, ticker: str = "", timeout: float | None = None
     ) -> forecast_pb2.ModelInfoResponse:
         return self.stub.GetModelInfo(
-            forecast_pb2.ModelInfoRequest(ticker=ticker), timeout=timeout or self.timeout
+            forecast_pb2.ModelInfoRequest(ticker=ticker),
+            timeout=timeout or self.timeout,
+            metadata=self.metadata,
         )
 
     def health(self, service: str = "", timeout: float | None = None) -> str:

@@ -9,28 +9,49 @@ petr4-forecast health                                 exit 0 only when SERVING
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
-from google.protobuf.json_format import MessageToDict
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.naming import Ticker
 from services.core.settings import parse_settings
 
+# By gRPC status name: grpc itself loads in main, once its core's log level is set.
 EXIT_CODES = {
-    grpc.StatusCode.INVALID_ARGUMENT: 2,
-    grpc.StatusCode.NOT_FOUND: 3,
-    grpc.StatusCode.UNAVAILABLE: 4,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 5,
+    "INVALID_ARGUMENT": 2,
+    "NOT_FOUND": 3,
+    "UNAVAILABLE": 4,
+    "DEADLINE_EXCEEDED": 5,
+    "UNAUTHENTICATED": 6,
 }
 HINTS = {
-    grpc.StatusCode.UNAVAILABLE: "is petr4-serve running at {target} and SERVING? (models may still be loading)",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "no answer within {timeout:g} s; raise --timeout or check the server",
+    "UNAVAILABLE": "is petr4-serve running at {target} and SERVING? (models may still be loading)",
+    "DEADLINE_EXCEEDED": "no answer within {timeout:g} s; raise --timeout or check the server",
+    "UNAUTHENTICATED": "pass --token-file with a token the server accepts",
 }
+# What gRPC says when the two ends do not agree on TLS: (marker, exit code, what to tell).
+TLS_FAILURES = (
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        7,
+        "the server's certificate is not signed by --tls-ca-file (or names another host)",
+    ),
+    (
+        "WRONG_VERSION_NUMBER",
+        8,
+        "the server does not speak TLS on this port: drop --tls-ca-file, or use its TLS port",
+    ),
+    (
+        "Socket closed",
+        9,
+        "the server closed the connection at once: it speaks TLS (pass --tls-ca-file) or "
+        "wants a client certificate (pass --tls-cert-file and --tls-key-file)",
+    ),
+)
 
 
 class ClientSettings(BaseSettings):
@@ -48,6 +69,16 @@ class ClientSettings(BaseSettings):
         False, description="print the answer as JSON", json_schema_extra={"flag": "--json"}
     )
     timeout: float = Field(10.0, gt=0, description="seconds to wait for an answer")
+    tls_ca_file: Path | None = Field(
+        None, description="speak TLS, trusting the server's certificate when this PEM CA signed it"
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="for mutual TLS: the client's PEM certificate (with --tls-key-file)"
+    )
+    tls_key_file: Path | None = Field(None, description="the PEM private key of --tls-cert-file")
+    token_file: Path | None = Field(
+        None, description="send the first token of this file as 'authorization: Bearer'"
+    )
     round_robin: bool = Field(
         False,
         description="spread calls over every address the target resolves to, such as the "
@@ -117,7 +148,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "petr4-forecast" + ("" if command == "forecast" else f" {command}")
     settings = parse_settings(ClientSettings, argv, prog, __doc__)
 
-    from services.client.client import ForecastClient, bars_from_frame  # grpc loads after --help
+    # gRPC's core logs each failed TLS handshake to stderr; the user gets our one line instead.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from services.client.client import (  # grpc loads after --help
+        ForecastClient,
+        Tls,
+        bars_from_frame,
+        read_token,
+    )
+
+    tls = None
+    try:
+        if settings.tls_ca_file is not None:
+            tls = Tls(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
+            tls.credentials()  # read now: a missing or unreadable file is one line
+        token = read_token(settings.token_file) if settings.token_file else None
+    except (OSError, ValueError) as exc:
+        print(f"petr4-forecast: {exc}", file=sys.stderr)
+        return 2
 
     history = None
     if command == "forecast" and settings.history_csv is not None:
@@ -131,7 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         history = bars_from_frame(frame.iloc[-settings.history_bars :])
     try:
         with ForecastClient(
-            settings.target, settings.timeout, round_robin=settings.round_robin
+            settings.target,
+            settings.timeout,
+            round_robin=settings.round_robin,
+            tls=tls,
+            token=token,
         ) as client:
             if command == "health":
                 status = client.health()
@@ -145,18 +200,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 response = client.forecast(settings.ticker, history)
                 text = forecast_table(response)
     except grpc.RpcError as error:
-        code = error.code()
-        hint = HINTS.get(code, "").format(target=settings.target, timeout=settings.timeout)
-        print(
-            f"petr4-forecast: {code.name}: {error.details()}" + (f"\n  {hint}" if hint else ""),
-            file=sys.stderr,
-        )
-        return EXIT_CODES.get(code, 1)
+        return _failed(error, settings)
     if settings.json_output:
         print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
     else:
         print(text)
     return 0
+
+
+def _failed(error, settings: ClientSettings) -> int:
+    """One line for a failed call (a grpc.RpcError), and its exit code; TLS disagreements
+    said plainly."""
+    code, details = error.code(), error.details() or ""
+    if code.name == "UNAVAILABLE":
+        for marker, exit_code, problem in TLS_FAILURES:
+            if marker in details:
+                print(f"petr4-forecast: {settings.target}: {problem}", file=sys.stderr)
+                return exit_code
+    hint = HINTS.get(code.name, "").format(target=settings.target, timeout=settings.timeout)
+    print(
+        f"petr4-forecast: {code.name}: {details}" + (f"\n  {hint}" if hint else ""),
+        file=sys.stderr,
+    )
+    return EXIT_CODES.get(code.name, 1)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ STATUS_OF = {
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
 }
 GENERIC_MESSAGE = "internal error; the server log has the details"
+MALFORMED = object()  # what a payload that does not parse deserializes to
+MALFORMED_LOG_SECONDS = 10.0  # at most one log line about malformed payloads this often
 
 
 def status_of(error: ForecastError) -> grpc.StatusCode:
@@ -41,6 +43,8 @@ class ErrorAndMetricsInterceptor(grpc.ServerInterceptor):
         self.metrics = metrics
         self.prefix = f"/{service}/"
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._malformed_logged = 0.0  # monotonic time of the last such line
+        self._malformed_unlogged = 0
 
     def intercept_service(self, continuation, handler_call_details):
         method_path = handler_call_details.method
@@ -60,11 +64,29 @@ class ErrorAndMetricsInterceptor(grpc.ServerInterceptor):
         latency = metrics.latency.labels(method)
         answered: dict[grpc.StatusCode, object] = {}  # code -> its counter, made on first use
 
+        parsed = getattr(
+            getattr(handler.request_deserializer, "__self__", None), "DESCRIPTOR", None
+        )
+        message = parsed.name if parsed is not None else "request"
+        malformed = metrics.malformed.labels(method)
+
+        def deserialize(payload: bytes):
+            # gRPC's own deserializer logs a six-line traceback for every bad payload: a
+            # garbage-sending client would flood the log. Counted here, said in one line.
+            try:
+                return handler.request_deserializer(payload)
+            except Exception:
+                malformed.inc()
+                self._note_malformed(method_path)
+                return MALFORMED
+
         def measured(request, context):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             metrics.in_flight.inc()
             try:
+                if request is MALFORMED:
+                    raise InvalidInput(f"the request payload is not a {message} message")
                 return behaviour(request, context)
             except ForecastError as exc:
                 code = status_of(exc)
@@ -83,6 +105,20 @@ class ErrorAndMetricsInterceptor(grpc.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             measured,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserialize,
             response_serializer=handler.response_serializer,
         )
+
+    def _note_malformed(self, method_path: str) -> None:
+        """One log line now and then, with how many malformed payloads came since."""
+        self._malformed_unlogged += 1
+        now = time.monotonic()
+        if now - self._malformed_logged >= MALFORMED_LOG_SECONDS:
+            log.warning(
+                "%d malformed request payloads (the latest for %s) in the last %.0f s; "
+                "petr4_grpc_malformed_requests_total counts them all",
+                self._malformed_unlogged,
+                method_path,
+                MALFORMED_LOG_SECONDS,
+            )
+            self._malformed_logged, self._malformed_unlogged = now, 0

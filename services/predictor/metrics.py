@@ -27,6 +27,18 @@ class PredictorMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.auth = Counter(
+            "petr4_grpc_auth_checks",
+            "bearer-token checks of incoming calls (health is not checked), by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.malformed = Counter(
+            "petr4_grpc_malformed_requests",
+            "requests whose payload is not the method's message, by method",
+            ["method"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "petr4_grpc_requests_in_flight", "RPCs being handled now", registry=r
         )

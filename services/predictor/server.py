@@ -18,6 +18,7 @@ from services.core.snapshots import SnapshotStore
 from services.predictor.dataplane import Predictor
 from services.predictor.interceptors import ErrorAndMetricsInterceptor
 from services.predictor.metrics import PredictorMetrics
+from services.predictor.security import ServerTls, TokenFile, TokenInterceptor
 from services.predictor.servicer import ForecastServicer
 from services.predictor.settings import ServeSettings
 from services.predictor.store import ModelStore
@@ -66,9 +67,12 @@ class PredictorServer:
                     round(settings.shutdown_grace_seconds * 1000),
                 ),
             ]
+        interceptors = [ErrorAndMetricsInterceptor(self.metrics, SERVICE)]
+        if settings.token_file is not None:  # first: no token, nothing else runs
+            interceptors.insert(0, TokenInterceptor(TokenFile(settings.token_file), self.metrics))
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-            interceptors=[ErrorAndMetricsInterceptor(self.metrics, SERVICE)],
+            interceptors=interceptors,
             options=limits,
         )
         forecast_pb2_grpc.add_ForecastServiceServicer_to_server(
@@ -79,7 +83,22 @@ class PredictorServer:
             (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         self._set_health(NOT_SERVING)
-        self.grpc_port = self.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        address = f"{settings.host}:{settings.grpc_port}"
+        if settings.tls_cert_file is not None:
+            tls = ServerTls(
+                settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+            )
+            self.grpc_port = self.server.add_secure_port(address, tls.credentials())
+        else:
+            self.grpc_port = self.server.add_insecure_port(address)
+        # The same health states, in plaintext and alone, for probes that speak nothing else.
+        self.health_server = None
+        if settings.health_port is not None:
+            self.health_server = grpc.server(futures.ThreadPoolExecutor(2, "health"))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(
+                f"{settings.host}:{settings.health_port}"
+            )
         self._metrics_http = None
         self._refresher = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
 
@@ -93,10 +112,15 @@ class PredictorServer:
             self.settings.metrics_port, self.settings.host.strip("[]")
         )
         self.server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         log.info(
-            "gRPC on port %d, metrics on port %d; NOT_SERVING until models load",
+            "gRPC on port %d (%s%s), metrics on port %d%s; NOT_SERVING until models load",
             self.grpc_port,
+            "TLS" if self.settings.tls_cert_file else "plaintext",
+            ", bearer tokens" if self.settings.token_file else "",
             self.settings.metrics_port,
+            f", health alone on port {self.health_port}" if self.health_server else "",
         )
 
     def load(self) -> None:
@@ -146,6 +170,8 @@ class PredictorServer:
         self.stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(self.settings.shutdown_grace_seconds).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
         log.info(
             "stopped: %d RPCs answered, %d in flight",
             self.metrics.answered_total(),

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.core.naming import CHAMPION_ALIAS, PRICES_EXPERIMENT, Ticker
@@ -29,6 +29,25 @@ class ServeSettings(MlflowSettings):
     host: str = Field("[::]", description="address the gRPC and metrics ports bind to")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port")
     metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus /metrics port")
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="also serve grpc.health.v1, and only it, in plaintext on this port: for "
+        "the kubelet's probes, which speak neither TLS nor tokens",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="serve gRPC over TLS with this PEM certificate (chain); re-read on change"
+    )
+    tls_key_file: Path | None = Field(None, description="the PEM private key of --tls-cert-file")
+    tls_client_ca_file: Path | None = Field(
+        None, description="require client certificates signed by this PEM CA (mutual TLS)"
+    )
+    token_file: Path | None = Field(
+        None,
+        description="require 'authorization: Bearer <token>' with one of this file's tokens, one "
+        "a line; re-read on change (health is exempt)",
+    )
     workers: int = Field(8, ge=1, description="threads handling RPCs")
     refresh_seconds: float = Field(
         60.0,
@@ -63,3 +82,21 @@ class ServeSettings(MlflowSettings):
     )
     log_level: str = Field("INFO", description="logging level")
     json_logs: bool = Field(False, description="log one JSON object per line")
+
+    @model_validator(mode="after")
+    def _tls_files_go_together(self) -> ServeSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("--tls-cert-file and --tls-key-file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "--tls-client-ca-file (mutual TLS) needs --tls-cert-file and --tls-key-file"
+            )
+        for path in (
+            self.tls_cert_file,
+            self.tls_key_file,
+            self.tls_client_ca_file,
+            self.token_file,
+        ):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a file")
+        return self
