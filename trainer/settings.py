@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.core.naming import PRICES_EXPERIMENT, Ticker
+from services.core.naming import PRICES_EXPERIMENT, TRAINING_EXPERIMENT, Ticker
 from services.core.tracking import MlflowSettings
 
 # A pooled epoch holds every ticker's windows, many times one ticker's: larger batches keep
@@ -42,7 +42,9 @@ class TrainSettings(MlflowSettings):
     prices_experiment: str = Field(
         PRICES_EXPERIMENT, description="MLflow experiment of the snapshots"
     )
-    experiment: str = Field("petr4-training", description="MLflow experiment of the training runs")
+    experiment: str = Field(
+        TRAINING_EXPERIMENT, description="MLflow experiment of the training runs"
+    )
     window: int = Field(60, ge=2, description="trading days in each input window")
     val_days: int = Field(252, ge=10, description="validation targets, just before the test ones")
     test_days: int = Field(

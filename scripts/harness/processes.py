@@ -88,10 +88,14 @@ class LoggedProcess:
 
 
 class MlflowServer(LoggedProcess):
-    """A real, lean MLflow tracking server: a SQLite store and proxied artifacts in ``root``."""
+    """A real, lean MLflow tracking server: a SQLite store and proxied artifacts in ``root``.
 
-    def __init__(self, root: Path, port: int = 0):
+    With ``admin_password`` it runs MLflow's basic-auth app as the chart does: nobody gets
+    in without a user (default permission NO_PERMISSIONS), the user store beside the runs."""
+
+    def __init__(self, root: Path, port: int = 0, admin_password: str | None = None):
         self.root = root
+        self.admin_password = admin_password
         self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log_path = root / "mlflow-server.log"
@@ -105,6 +109,20 @@ class MlflowServer(LoggedProcess):
     def start(self, timeout: float = 90) -> MlflowServer:
         env = {**os.environ, **QUIET_MLFLOW, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         command = [str(BIN / "mlflow"), "server", *self.store_args]
+        if self.admin_password is not None:
+            config = self.root / "basic_auth.ini"
+            config.write_text(
+                "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+                f"database_uri = sqlite:///{self.root / 'basic_auth.db'}\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            )
+            env |= {
+                "MLFLOW_AUTH_CONFIG_PATH": str(config),
+                "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+                "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-test-secret-key",
+            }
+            command += ["--app-name", "basic-auth"]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         self._launch(command, env, self.log_path)
         self._wait_ready(lambda: http_ok(f"{self.uri}/health"), timeout, "the MLflow server")

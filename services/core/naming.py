@@ -15,6 +15,7 @@ TICKER_PATTERN = r"^[A-Z0-9^][A-Z0-9.\-^]*$"
 _TICKER = re.compile(TICKER_PATTERN)
 CHAMPION_ALIAS = "champion"  # the registry alias the promotion gate moves and predictors serve
 PRICES_EXPERIMENT = "petr4-prices"  # the MLflow experiment of the price snapshots
+TRAINING_EXPERIMENT = "petr4-training"  # the MLflow experiment of the training runs
 
 
 def check_ticker(ticker: str) -> str:

@@ -1,23 +1,29 @@
-"""MLflow as every service reaches it: the standard MLFLOW_TRACKING_URI, and bounded waits.
+"""MLflow as every service reaches it: the standard MLFLOW_TRACKING_URI (and, where MLflow has
+accounts, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), and bounded waits.
 
 Left alone, MLflow's client retries a dead server for about four minutes before it raises,
 and an unset URI quietly becomes a SQLite file in the working folder. Each service's settings
 inherit ``MlflowSettings``; its ``main`` calls ``configure`` (and ``check_reachable`` where
-waiting makes no sense), so a wrong or dead URI is one line within the bound.
+waiting makes no sense), so a wrong or dead URI, or refused credentials, are one line within
+the bound. A pod that starts beside the server may wait for it (``--mlflow-wait-seconds``).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+WHO_AM_I = "/api/2.0/mlflow/users/current"  # answers only to accepted credentials
 
 
 class MlflowSettings(BaseSettings):
@@ -31,8 +37,20 @@ class MlflowSettings(BaseSettings):
         validation_alias=TRACKING_URI_ENV,
         description="the MLflow tracking server, such as http://127.0.0.1:5000 (required)",
     )
+    tracking_username: str = Field(
+        "", validation_alias=USERNAME_ENV, description="the MLflow user, where MLflow has accounts"
+    )
+    tracking_password: SecretStr = Field(
+        SecretStr(""), validation_alias=PASSWORD_ENV, description="that user's password"
+    )
     mlflow_timeout_seconds: float = Field(
         30.0, gt=0, description="how long an unanswering MLflow server may take to fail a call"
+    )
+    mlflow_wait_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="wait this long for MLflow to answer and accept the credentials before "
+        "giving up (a pod starting beside the server); 0 asks once",
     )
 
 
@@ -71,6 +89,9 @@ def configure(settings: MlflowSettings) -> str:
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(timeout)))
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "1"
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    if settings.tracking_username:  # MLflow's client reads its credentials from these
+        os.environ[USERNAME_ENV] = settings.tracking_username
+        os.environ[PASSWORD_ENV] = settings.tracking_password.get_secret_value()
     import mlflow  # here, not at import: a bad flag is reported before MLflow loads
 
     mlflow.set_tracking_uri(uri)
@@ -78,29 +99,56 @@ def configure(settings: MlflowSettings) -> str:
 
 
 def check_reachable(settings: MlflowSettings) -> None:
-    """One request to the server's health endpoint; TrackingUnavailable when it fails."""
+    """The server's health, and the credentials' acceptance where some are given, asked
+    until they answer or ``mlflow_wait_seconds`` pass; TrackingUnavailable says what failed."""
     uri = settings.tracking_uri
     if not uri.startswith(("http://", "https://")):
         return  # a local store (sqlite:, file:) has no server to reach
+    deadline = time.monotonic() + settings.mlflow_wait_seconds
+    while True:
+        problem = _problem(settings)
+        if problem is None:
+            return
+        if time.monotonic() + 2 > deadline:
+            raise TrackingUnavailable(problem)
+        time.sleep(2)
+
+
+def _problem(settings: MlflowSettings) -> str | None:
+    uri = settings.tracking_uri.rstrip("/")
+    reason = _ask(f"{uri}/health", settings)
+    if reason is not None:
+        return (
+            f"MLflow at {settings.tracking_uri} is unreachable ({reason}): is the server running, "
+            f"and is {TRACKING_URI_ENV} right?"
+        )
+    if not settings.tracking_username:
+        return None
+    reason = _ask(f"{uri}{WHO_AM_I}", settings, credentials=True)
+    if reason in (None, "HTTP 404"):  # 404: a server without accounts takes anyone
+        return None
+    return (
+        f"MLflow at {settings.tracking_uri} refused the credentials of {USERNAME_ENV}="
+        f"{settings.tracking_username} ({reason}): is the user set up, and the password right?"
+    )
+
+
+def _ask(url: str, settings: MlflowSettings, credentials: bool = False) -> str | None:
+    """None when ``url`` answers 200, else why not."""
+    request = urllib.request.Request(url)
+    if credentials:
+        pair = f"{settings.tracking_username}:{settings.tracking_password.get_secret_value()}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
     try:
-        with urllib.request.urlopen(
-            f"{uri.rstrip('/')}/health", timeout=settings.mlflow_timeout_seconds
-        ) as response:
-            if response.status == 200:
-                return
-            reason = f"HTTP {response.status}"
+        with urllib.request.urlopen(request, timeout=settings.mlflow_timeout_seconds) as response:
+            return None if response.status == 200 else f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
-        reason = f"HTTP {exc.code}"
+        return f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         cause = getattr(exc, "reason", exc)
         if isinstance(cause, socket.timeout | TimeoutError):
-            reason = f"no answer within {settings.mlflow_timeout_seconds:g} s"
-        else:
-            reason = str(getattr(cause, "strerror", None) or cause)
-    raise TrackingUnavailable(
-        f"MLflow at {uri} is unreachable ({reason}): is the server running, "
-        f"and is {TRACKING_URI_ENV} right?"
-    )
+            return f"no answer within {settings.mlflow_timeout_seconds:g} s"
+        return str(getattr(cause, "strerror", None) or cause)
 
 
 def describe(error: Exception, uri: str) -> str:

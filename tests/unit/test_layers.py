@@ -12,6 +12,14 @@ from tests.helpers import REPO
 
 pytestmark = pytest.mark.unit
 
+SERVICES = (
+    "services.ingestion",
+    "services.predictor",
+    "services.client",
+    "services.retrainer",
+    "services.accounts",
+)
+
 
 def imported_modules(path: Path) -> set[str]:
     found = set()
@@ -40,7 +48,7 @@ def offenders(folder: str, forbidden: tuple[str, ...]) -> list[str]:
 
 
 def test_the_core_imports_no_service():
-    services = ("services.ingestion", "services.predictor", "services.client", "services.retrainer")
+    services = SERVICES
     assert offenders("services/core", (*services, "trainer", "bench", "scripts", "tests")) == []
 
 
@@ -49,7 +57,7 @@ def test_no_service_imports_the_trainer_the_benchmarks_or_the_scripts():
 
 
 def test_the_trainer_imports_no_service_but_the_core():
-    services = ("services.ingestion", "services.predictor", "services.client", "services.retrainer")
+    services = SERVICES
     assert offenders("trainer", (*services, "bench", "scripts", "tests")) == []
 
 

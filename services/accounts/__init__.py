@@ -1,0 +1,1 @@
+"""petr4-accounts: each component's MLflow user, with least privilege."""
