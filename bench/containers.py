@@ -24,7 +24,7 @@ import docker
 
 from bench.serving import rss_mb
 from scripts.build_images import chart_app_version
-from scripts.harness.chart import Helm, by_kind, named, one_host_flags, pod_spec
+from scripts.harness.chart import Helm, named, one_host_flags, pod_spec, training_job
 from scripts.harness.pods import PodHost
 from scripts.harness.processes import free_port
 from services.client.client import ForecastClient
@@ -69,7 +69,7 @@ def main() -> int:
             )
             print("bench-containers: training (default settings, synthetic series) ...", flush=True)
             training_started = time.monotonic()
-            (job,) = by_kind(docs, "Job")
+            job = training_job(docs)
             host.pod("train", pod_spec(job)).start().wait(1800)
             results["training_seconds"] = time.monotonic() - training_started
 

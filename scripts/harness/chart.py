@@ -67,6 +67,16 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def component_of(doc: dict) -> str:
+    return doc["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+
+
+def training_job(docs: list[dict]) -> dict:
+    """The release's one training Job (beside it: the accounts Job, and hooks)."""
+    (job,) = [d for d in by_kind(docs, "Job") if component_of(d) == "train"]
+    return job
+
+
 def named(docs: list[dict], kind: str, suffix: str) -> dict:
     """The one object of ``kind`` whose name ends with ``suffix``."""
     (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
@@ -136,7 +146,7 @@ def value_flags(command: list[str]) -> list[str]:
 
 def one_host_flags(ports: dict[str, int], train_args: list[str]) -> list[str]:
     """Values that run the release on one host: the synthetic series (no network), a short
-    training, and the given ports for gRPC, metrics and MLflow, which share the host's."""
+    training, and the given ports for gRPC, health, metrics and MLflow, which share the host's."""
     return [
         "--set",
         "ingestion.source=synthetic",
@@ -144,6 +154,8 @@ def one_host_flags(ports: dict[str, int], train_args: list[str]) -> list[str]:
         f"trainer.extraArgs={json.dumps(train_args)}",
         "--set",
         f"predictor.grpcPort={ports['grpc']},predictor.metricsPort={ports['metrics']}",
+        "--set",
+        f"predictor.healthPort={ports['health']}",
         "--set",
         f"mlflow.port={ports['mlflow']}",
     ]

@@ -66,7 +66,7 @@ class TcpBalancer:
     next backend port in turn, skipping one that refuses; a connection stays where it went.
     Backends can be added and removed while it runs, as endpoints come and go."""
 
-    def __init__(self, *backends: int):
+    def __init__(self, *backends: int, port: int = 0):
         import itertools
         import threading
 
@@ -74,7 +74,7 @@ class TcpBalancer:
         self._turn = itertools.count()
         self._lock = threading.Lock()
         self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
+        self._listener.bind(("127.0.0.1", port))
         self._listener.listen(64)
         self.port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()

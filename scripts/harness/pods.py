@@ -4,7 +4,8 @@ From each container of a pod spec: the image, command and args (``$(VAR)`` expan
 Kubernetes does), the environment (values, Secret keys the caller provides, ConfigMap keys
 of the rendering, and the pod's annotations through the downward API), the user,
 group and fsGroup, a read-only root, dropped capabilities, no privilege escalation, every
-emptyDir as a tmpfs of its own, every persistent volume claim as a host folder, and the
+emptyDir as a tmpfs of its own, every Secret and ConfigMap volume as read-only files, every
+persistent volume claim as a host folder, and the
 memory limit. Init containers run to completion first; readiness is the spec's own probe;
 termination is its preStop pause, SIGTERM, and SIGKILL at the end of its grace period.
 
@@ -14,6 +15,7 @@ resolve to loopback, so ports are the ones the chart was rendered with.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import time
@@ -80,11 +82,30 @@ class PodHost:
         return Pod(self, name, spec, annotations or {})
 
     def use(self, docs: list[dict]) -> None:
-        """Serve a rendering's Services' names and ConfigMaps to the pods started here."""
+        """Serve a rendering's Services' names, ConfigMaps and Secrets to the pods started
+        here, as the API server would (Secrets the caller set beforehand stay)."""
         self.hosts = service_hosts(docs)
         self.config_maps = {
             d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"
         }
+        for doc in docs:
+            if doc["kind"] == "Secret":
+                data = {k: base64.b64decode(v).decode() for k, v in doc.get("data", {}).items()}
+                self.secrets.setdefault(doc["metadata"]["name"], data)
+
+    def volume_folder(self, pod: str, volume: dict) -> Path:
+        """A Secret's or ConfigMap's keys as files, as the kubelet projects them."""
+        source = volume.get("secret") or volume.get("configMap")
+        name = source.get("secretName") or source.get("name")
+        data = (self.secrets if "secret" in volume else self.config_maps)[name]
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        folder = self.root / "volumes" / f"{pod}-{volume['name']}-{uuid.uuid4().hex[:6]}"
+        folder.mkdir(parents=True)
+        for item in items:
+            (folder / item["path"]).write_text(data[item["key"]])
+            (folder / item["path"]).chmod(0o444)
+        folder.chmod(0o755)
+        return folder
 
     def claim_folder(self, claim: str, uid: int | None, gid: int | None) -> Path:
         """A persistent volume claim: a host folder that outlives its pods, owned as fsGroup."""
@@ -143,6 +164,9 @@ class Pod:
                 tmpfs[mount["mountPath"]] = "mode=1777" + (
                     f",size={quantity_bytes(size)}" if size else ""
                 )
+            elif "secret" in volume or "configMap" in volume:
+                folder = self.host.volume_folder(self.name, volume)
+                binds[str(folder)] = {"bind": mount["mountPath"], "mode": "ro"}
             elif "persistentVolumeClaim" in volume:
                 folder = self.host.claim_folder(
                     volume["persistentVolumeClaim"]["claimName"],

@@ -38,7 +38,8 @@ GRANTS = {
 
 
 class AccountsSettings(MlflowSettings):
-    """petr4-accounts' settings; MLFLOW_TRACKING_USERNAME and _PASSWORD are the admin's."""
+    """petr4-accounts' settings; MLflow's credentials (its environment or its file) are the
+    admin's."""
 
     model_config = SettingsConfigDict(env_prefix="PETR4_ACCOUNTS_")
 
@@ -57,11 +58,11 @@ class MlflowAdmin:
 
     def __init__(self, settings: AccountsSettings):
         self.uri = settings.tracking_uri.rstrip("/")
+        from mlflow.utils.credentials import read_mlflow_creds  # the environment, or its file
+
+        credentials = read_mlflow_creds()
         self.session = requests.Session()
-        self.session.auth = (
-            settings.tracking_username,
-            settings.tracking_password.get_secret_value(),
-        )
+        self.session.auth = (credentials.username or "", credentials.password or "")
         self.timeout = settings.mlflow_timeout_seconds
 
     def call(self, method: str, path: str, allow: tuple[int, ...] = (), **kwargs) -> dict:

@@ -1,5 +1,6 @@
 """MLflow as every service reaches it: the standard MLFLOW_TRACKING_URI (and, where MLflow has
-accounts, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), and bounded waits.
+accounts, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLflow's credentials
+file, ~/.mlflow/credentials, which its client reads at every request), and bounded waits.
 
 Left alone, MLflow's client retries a dead server for about four minutes before it raises,
 and an unset URI quietly becomes a SQLite file in the working folder. Each service's settings
@@ -122,22 +123,25 @@ def _problem(settings: MlflowSettings) -> str | None:
             f"MLflow at {settings.tracking_uri} is unreachable ({reason}): is the server running, "
             f"and is {TRACKING_URI_ENV} right?"
         )
-    if not settings.tracking_username:
+    from mlflow.utils.credentials import read_mlflow_creds  # the environment, or its file
+
+    credentials = read_mlflow_creds()
+    if not credentials.username:
         return None
-    reason = _ask(f"{uri}{WHO_AM_I}", settings, credentials=True)
+    reason = _ask(f"{uri}{WHO_AM_I}", settings, (credentials.username, credentials.password))
     if reason in (None, "HTTP 404"):  # 404: a server without accounts takes anyone
         return None
     return (
         f"MLflow at {settings.tracking_uri} refused the credentials of {USERNAME_ENV}="
-        f"{settings.tracking_username} ({reason}): is the user set up, and the password right?"
+        f"{credentials.username} ({reason}): is the user set up, and the password right?"
     )
 
 
-def _ask(url: str, settings: MlflowSettings, credentials: bool = False) -> str | None:
+def _ask(url: str, settings: MlflowSettings, credentials: tuple | None = None) -> str | None:
     """None when ``url`` answers 200, else why not."""
     request = urllib.request.Request(url)
     if credentials:
-        pair = f"{settings.tracking_username}:{settings.tracking_password.get_secret_value()}"
+        pair = ":".join(str(part or "") for part in credentials)
         request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
     try:
         with urllib.request.urlopen(request, timeout=settings.mlflow_timeout_seconds) as response:

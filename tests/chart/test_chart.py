@@ -18,6 +18,7 @@ from scripts.harness.chart import (
     env_of,
     named,
     pod_spec,
+    training_job,
     value_flags,
 )
 from services.core.naming import TICKER_PATTERN
@@ -169,8 +170,12 @@ def test_predictor_rolls_without_unavailable_pods_and_probes_grpc_health(render)
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
+    # The probes ask the plaintext health port, which no Service exposes.
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == 50051
+        assert container[probe]["grpc"]["port"] == 50052
+    assert env_of(container, docs)["PETR4_SERVE_HEALTH_PORT"] == "50052"
+    for service in by_kind(docs, "Service"):
+        assert 50052 not in [p["port"] for p in service["spec"]["ports"]]
     grace = env_of(container, docs)["PETR4_SERVE_SHUTDOWN_GRACE_SECONDS"]
     prestop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > int(grace) + prestop
@@ -188,7 +193,7 @@ def test_pinning_a_model_version_changes_only_the_predictor_pod_template(render)
     changed = [
         (a["kind"], a["metadata"]["name"])
         for a, b in zip(before, after, strict=True)
-        if a != b and a["metadata"]["name"] != "petr4-retrainer-token"  # random without a cluster
+        if a != b and a["kind"] != "Secret"  # the chart's own are random without a cluster
     ]
     assert changed == [("Deployment", "petr4-predictor")]
     old, new = named(before, "Deployment", "-predictor"), named(after, "Deployment", "-predictor")
@@ -231,7 +236,7 @@ def test_nothing_waits_for_a_hook_so_install_wait_cannot_deadlock(render):
         if "helm.sh/hook" in d["metadata"].get("annotations", {})
     }
     assert hooks == {("Pod", "petr4-test-health"): "test"}  # helm test's own pod only
-    (job,) = by_kind(render(), "Job")
+    job = training_job(render())
     pod = job["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
     assert init["command"][:2] == ["petr4-ingest", "--if-missing"]  # a first install has no prices
@@ -239,8 +244,7 @@ def test_nothing_waits_for_a_hook_so_install_wait_cannot_deadlock(render):
 
 
 def training_job_name(docs: list[dict]) -> str:
-    (job,) = by_kind(docs, "Job")
-    return job["metadata"]["name"]
+    return training_job(docs)["metadata"]["name"]
 
 
 def test_the_training_job_runs_again_only_when_its_inputs_change(render):
@@ -270,7 +274,7 @@ def test_the_training_job_runs_again_only_when_its_inputs_change(render):
 
 def test_pooled_the_ticker_list_is_one_training_job(render):
     docs = render(tickers="{PETR4.SA,VALE3.SA,ITUB4.SA}")
-    (job,) = by_kind(docs, "Job")
+    job = training_job(docs)
     (train,) = pod_spec(job)["containers"]
     assert train["command"] == ["petr4-train"] and "completionMode" not in job["spec"]
     assert json.loads(env_of(train, docs)["PETR4_TRAIN_TICKERS"]) == [
@@ -289,7 +293,7 @@ def test_per_ticker_the_ticker_list_is_one_indexed_job(render):
         trainer__perTicker__parallelism=2,
         trainer__perTicker__backoffLimitPerIndex=2,
     )
-    (job,) = by_kind(docs, "Job")
+    job = training_job(docs)
     spec = job["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 2)
     assert spec["backoffLimitPerIndex"] == 2 and "backoffLimit" not in spec
@@ -500,8 +504,10 @@ def test_mlflow_scales_out_on_a_database_and_an_object_store(render):
         "AWS_ACCESS_KEY_ID": "mlflow-s3",
         "AWS_SECRET_ACCESS_KEY": "mlflow-s3",
         "MLFLOW_S3_ENDPOINT_URL": "mlflow-s3",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "petr4-mlflow-admin",
     }
-    assert [v["name"] for v in pod_spec(deployment)["volumes"]] == ["tmp"]  # no volume to share
+    claims = [v for v in pod_spec(deployment)["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == []  # no volume to share
     assert by_kind(docs, "PersistentVolumeClaim") == []
     (budget,) = [
         d for d in by_kind(docs, "PodDisruptionBudget") if d["metadata"]["name"].endswith("-mlflow")
@@ -513,16 +519,23 @@ def test_mlflow_scales_out_on_a_database_and_an_object_store(render):
         d for d in by_kind(docs, "Job") if d["metadata"]["name"].endswith("-mlflow-db-upgrade")
     ]
     assert upgrade["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
-    (migrate,) = pod_spec(upgrade)["containers"]
-    assert migrate["command"] == ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
+    (runs,) = pod_spec(upgrade)["initContainers"]
+    (accounts,) = pod_spec(upgrade)["containers"]  # then the accounts' tables
+    assert runs["command"] == ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
+    assert accounts["command"][:5] == ["python", "-m", "mlflow.server.auth", "db", "upgrade"]
     assert "serviceAccountName" not in pod_spec(upgrade)
 
 
 def test_a_single_sqlite_mlflow_upgrades_its_own_schema_first(render):
     deployment = named(render(), "Deployment", "-mlflow")
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
-    (init,) = pod_spec(deployment)["initContainers"]
-    assert init["command"] == ["mlflow", "db", "upgrade", "sqlite:////mlflow/mlflow.db"]
+    init = {c["name"]: c for c in pod_spec(deployment)["initContainers"]}
+    assert init["db-upgrade"]["command"] == [
+        "mlflow",
+        "db",
+        "upgrade",
+        "sqlite:////mlflow/mlflow.db",
+    ]
     assert not [d for d in by_kind(render(), "Job") if "db-upgrade" in d["metadata"]["name"]]
 
 

@@ -61,6 +61,62 @@ true
 {{- .Values.retrainer.token.existingSecret | default (include "petr4.componentName" (dict "root" . "component" "retrainer-token")) -}}
 {{- end -}}
 
+{{/* The predictor's TLS Secret: the user's, or the one the chart (or cert-manager) fills. */}}
+{{- define "petr4.predictorTlsSecret" -}}
+{{- .Values.predictor.tls.existingSecret | default (include "petr4.componentName" (dict "root" . "component" "predictor-tls")) -}}
+{{- end -}}
+
+{{/* The predictor's accepted tokens: the user's Secret, or the chart's own. */}}
+{{- define "petr4.predictorTokenSecret" -}}
+{{- .Values.predictor.auth.existingSecret | default (include "petr4.componentName" (dict "root" . "component" "predictor-tokens")) -}}
+{{- end -}}
+
+{{/* Every name the predictor is called by: its Services' in-cluster names, and loopback for port-forwards. */}}
+{{- define "petr4.predictorNames" -}}
+{{- $names := list "localhost" }}
+{{- range $service := list "predictor" "predictor-headless" }}
+{{- $name := include "petr4.componentName" (dict "root" $ "component" $service) }}
+{{- range $suffix := list "" (printf ".%s" $.Release.Namespace) (printf ".%s.svc" $.Release.Namespace) (printf ".%s.svc.cluster.local" $.Release.Namespace) }}
+{{- $names = append $names (printf "%s%s" $name $suffix) }}
+{{- end }}
+{{- end }}
+{{- toJson (concat $names .Values.predictor.tls.extraDnsNames) -}}
+{{- end -}}
+
+{{/* MLflow's admin Secret (password, secret-key, and credentials as MLflow's client file
+reads them): the user's, or the chart's own. */}}
+{{- define "petr4.mlflowAdminSecret" -}}
+{{- .Values.mlflow.auth.existingSecret | default (include "petr4.componentName" (dict "root" . "component" "mlflow-admin")) -}}
+{{- end -}}
+
+{{/* One component's MLflow account (username, password, and the two as MLflow's client
+credentials file), a Secret per role. */}}
+{{- define "petr4.mlflowUserSecret" -}}
+{{- include "petr4.componentName" (dict "root" .root "component" (printf "mlflow-user-%s" .role)) -}}
+{{- end -}}
+
+{{/* Where MLflow has accounts, one role's credentials (.role: ingest, train, serve) are its
+Secret's "credentials" file, mounted where MLflow's client reads it at every request
+($HOME/.mlflow/credentials; HOME is /tmp in the images): a rotated password needs no restart. */}}
+{{- define "petr4.mlflowAccounts" -}}
+{{- if and .Values.mlflow.enabled .Values.mlflow.auth.enabled }}true{{ end -}}
+{{- end -}}
+
+{{- define "petr4.mlflowCredentialsMount" -}}
+{{- if include "petr4.mlflowAccounts" .root }}
+- {name: mlflow-{{ .role }}, mountPath: /tmp/.mlflow, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "petr4.mlflowCredentialsVolume" -}}
+{{- if include "petr4.mlflowAccounts" .root }}
+- name: mlflow-{{ .role }}
+  secret:
+    secretName: {{ include "petr4.mlflowUserSecret" . }}
+    items: [{key: credentials, path: credentials}]
+{{- end }}
+{{- end -}}
+
 {{/* Environment every container of the chart gets: MLflow 3 sends usage telemetry unless told not to. */}}
 {{- define "petr4.commonEnv" -}}
 - name: MLFLOW_DISABLE_TELEMETRY
@@ -135,6 +191,9 @@ initContainers:
       - name: MLFLOW_TRACKING_URI
         value: {{ include "petr4.mlflowUri" .root | quote }}
       {{- include "petr4.tickersEnv" (dict "root" .root "name" "PETR4_INGEST_TICKERS") | nindent 6 }}
+      # MLflow may start after this pod, and its accounts Job after it: wait for both.
+      - name: PETR4_INGEST_MLFLOW_WAIT_SECONDS
+        value: "600"
       {{- include "petr4.commonEnv" . | nindent 6 }}
     securityContext:
       {{- include "petr4.containerSecurityContext" . | nindent 6 }}
@@ -142,6 +201,7 @@ initContainers:
       {{- toYaml .root.Values.ingestion.resources | nindent 6 }}
     volumeMounts:
       - {name: tmp, mountPath: /tmp}
+      {{- include "petr4.mlflowCredentialsMount" (dict "root" .root "role" "ingest") | nindent 6 }}
 {{- end }}
 containers:
   - name: {{ .container }}
@@ -153,6 +213,8 @@ containers:
         value: {{ include "petr4.mlflowUri" .root | quote }}
       - name: PETR4_{{ .envPrefix }}_JSON_LOGS
         value: "true"
+      - name: PETR4_{{ .envPrefix }}_MLFLOW_WAIT_SECONDS
+        value: "600"
       {{- with .env }}
       {{- . | nindent 6 }}
       {{- end }}
@@ -163,9 +225,14 @@ containers:
       {{- toYaml .resources | nindent 6 }}
     volumeMounts:
       - {name: tmp, mountPath: /tmp}
+      {{- include "petr4.mlflowCredentialsMount" (dict "root" .root "role" .role) | nindent 6 }}
 volumes:
   - name: tmp
     emptyDir: {}
+  {{- include "petr4.mlflowCredentialsVolume" (dict "root" .root "role" .role) | nindent 2 }}
+  {{- if .ingestFirst }}
+  {{- include "petr4.mlflowCredentialsVolume" (dict "root" .root "role" "ingest") | nindent 2 }}
+  {{- end }}
 {{- end -}}
 
 {{/*
@@ -202,7 +269,63 @@ template:
       # The list is read from the tickers ConfigMap: a new list is a new Job.
       checksum/tickers: {{ toJson $v.tickers | sha256sum | trunc 16 | quote }}
   spec:
-    {{- include "petr4.jobPodSpec" (dict "root" .root "container" "train" "command" $command "env" $env "envPrefix" "TRAIN" "resources" $v.trainer.resources "ingestFirst" true) | nindent 4 }}
+    {{- include "petr4.jobPodSpec" (dict "root" .root "container" "train" "role" "train" "command" $command "env" $env "envPrefix" "TRAIN" "resources" $v.trainer.resources "ingestFirst" true) | nindent 4 }}
+{{- end -}}
+
+{{/* The accounts Job's spec: petr4-accounts as MLflow's admin, each role's Secret mounted. */}}
+{{- define "petr4.accountsJobSpec" -}}
+backoffLimit: 3
+activeDeadlineSeconds: 1800
+template:
+  metadata:
+    labels:
+      {{- include "petr4.labels" (dict "root" . "component" "accounts") | nindent 6 }}
+  spec:
+    serviceAccountName: {{ include "petr4.componentName" (dict "root" . "component" "jobs") }}
+    automountServiceAccountToken: false
+    restartPolicy: Never
+    securityContext:
+      {{- include "petr4.podSecurityContext" . | nindent 6 }}
+    {{- with .Values.imagePullSecrets }}
+    imagePullSecrets:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    containers:
+      - name: accounts
+        image: {{ include "petr4.image" (dict "image" .Values.images.trainer "root" .) }}
+        imagePullPolicy: {{ .Values.images.trainer.pullPolicy }}
+        command: ["petr4-accounts", "--accounts-dir", "/etc/petr4/accounts"]
+        env:
+          - name: MLFLOW_TRACKING_URI
+            value: {{ include "petr4.mlflowUri" . | quote }}
+          - name: PETR4_ACCOUNTS_MLFLOW_WAIT_SECONDS
+            value: "600"
+          - name: PETR4_ACCOUNTS_JSON_LOGS
+            value: "true"
+          {{- include "petr4.commonEnv" . | nindent 10 }}
+        securityContext:
+          {{- include "petr4.containerSecurityContext" . | nindent 10 }}
+        resources:
+          requests: {cpu: 25m, memory: 128Mi}
+          limits: {memory: 512Mi}
+        volumeMounts:
+          - {name: tmp, mountPath: /tmp}
+          - {name: admin, mountPath: /tmp/.mlflow, readOnly: true}  # the admin's credentials
+          {{- range $role := list "ingest" "train" "serve" }}
+          - {name: {{ $role }}, mountPath: /etc/petr4/accounts/{{ $role }}, readOnly: true}
+          {{- end }}
+    volumes:
+      - name: tmp
+        emptyDir: {}
+      - name: admin
+        secret:
+          secretName: {{ include "petr4.mlflowAdminSecret" . }}
+          items: [{key: credentials, path: credentials}]
+      {{- range $role := list "ingest" "train" "serve" }}
+      - name: {{ $role }}
+        secret:
+          secretName: {{ include "petr4.mlflowUserSecret" (dict "root" $ "role" $role) }}
+      {{- end }}
 {{- end -}}
 
 {{/* Egress every component needs: DNS, and the MLflow server (in the release or outside it). */}}

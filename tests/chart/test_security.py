@@ -1,0 +1,165 @@
+"""The chart installs secured: TLS and tokens on the predictor, accounts on MLflow, each
+credential a Secret mounted whole, and one value turning each off."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+
+import pytest
+from cryptography import x509
+
+from scripts.harness.chart import CHART, by_kind, component_of, named, pod_spec
+from tests.chart.test_chart import env_of
+
+pytestmark = pytest.mark.chart
+
+
+def secret(docs: list[dict], suffix: str) -> dict:
+    return named(docs, "Secret", suffix)
+
+
+def mounts(container: dict) -> dict[str, str]:
+    return {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+
+
+def volumes(spec: dict) -> dict[str, dict]:
+    return {v["name"]: v for v in spec["volumes"]}
+
+
+def test_the_predictor_serves_tls_and_tokens_from_whole_secrets(render):
+    docs = render(namespace="forecast")
+    spec = pod_spec(named(docs, "Deployment", "-predictor"))
+    (server,) = spec["containers"]
+    env = env_of(server, docs)
+    assert env["PETR4_SERVE_TLS_CERT_FILE"] == "/etc/petr4/tls/tls.crt"
+    assert env["PETR4_SERVE_TLS_KEY_FILE"] == "/etc/petr4/tls/tls.key"
+    assert env["PETR4_SERVE_TOKEN_FILE"] == "/etc/petr4/auth/tokens"
+    assert all("subPath" not in m for m in server["volumeMounts"])  # a subPath never rotates
+    assert volumes(spec)["tls"]["secret"] == {"secretName": "petr4-predictor-tls"}
+    assert volumes(spec)["tokens"]["secret"] == {"secretName": "petr4-predictor-tokens"}
+    assert base64.b64decode(secret(docs, "-predictor-tokens")["data"]["tokens"])
+
+
+def test_without_cert_manager_the_chart_makes_a_certificate_for_every_name_it_is_called(render):
+    tls = secret(render(namespace="forecast"), "-predictor-tls")
+    assert tls["type"] == "kubernetes.io/tls"
+    assert tls["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    cert = x509.load_pem_x509_certificate(base64.b64decode(tls["data"]["tls.crt"]))
+    ca = x509.load_pem_x509_certificate(base64.b64decode(tls["data"]["ca.crt"]))
+    assert cert.issuer == ca.subject  # the CA clients are given signed it
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = set(names.get_values_for_type(x509.DNSName))
+    assert {
+        "localhost",
+        "petr4-predictor",
+        "petr4-predictor.forecast.svc",
+        "petr4-predictor-headless.forecast.svc.cluster.local",
+    } <= dns
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
+def test_with_cert_manager_a_certificate_is_asked_for_instead(render):
+    docs = render.helm.template("--api-versions", "cert-manager.io/v1")
+    (certificate,) = by_kind(docs, "Certificate")
+    assert certificate["spec"]["secretName"] == "petr4-predictor-tls"
+    assert certificate["spec"]["privateKey"]["rotationPolicy"] == "Always"
+    (issuer,) = by_kind(docs, "Issuer")
+    assert issuer["spec"] == {"selfSigned": {}}
+    assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
+    assert not [
+        s for s in by_kind(docs, "Secret") if s["metadata"]["name"] == "petr4-predictor-tls"
+    ]
+    named_issuer = render.helm.template(
+        "--api-versions",
+        "cert-manager.io/v1",
+        "--set",
+        "predictor.tls.certManager.issuerRef.name=letsencrypt,predictor.tls.certManager.issuerRef.kind=ClusterIssuer",
+    )
+    assert by_kind(named_issuer, "Issuer") == []
+    (certificate,) = by_kind(named_issuer, "Certificate")
+    assert certificate["spec"]["issuerRef"]["kind"] == "ClusterIssuer"
+
+
+def test_mutual_tls_mounts_the_clients_ca(render):
+    docs = render(predictor__tls__clientCASecret="client-ca")
+    spec = pod_spec(named(docs, "Deployment", "-predictor"))
+    env = env_of(spec["containers"][0], docs)
+    assert env["PETR4_SERVE_TLS_CLIENT_CA_FILE"] == "/etc/petr4/client-ca/ca.crt"
+    assert volumes(spec)["client-ca"]["secret"] == {"secretName": "client-ca"}
+
+
+def test_one_value_turns_each_off(render):
+    docs = render(
+        predictor__tls__enabled=False, predictor__auth__enabled=False, mlflow__auth__enabled=False
+    )
+    spec = pod_spec(named(docs, "Deployment", "-predictor"))
+    env = env_of(spec["containers"][0], docs)
+    assert not {"PETR4_SERVE_TLS_CERT_FILE", "PETR4_SERVE_TOKEN_FILE"} & set(env)
+    assert env["PETR4_SERVE_HEALTH_PORT"] == "50052"  # the probes' port stays
+    assert by_kind(docs, "Secret") == [secret(docs, "-retrainer-token")]
+    (server,) = pod_spec(named(docs, "Deployment", "-mlflow"))["containers"]
+    assert "--app-name=basic-auth" not in server["args"]
+    assert not [j for j in by_kind(docs, "Job") if "accounts" in j["metadata"]["name"]]
+
+
+def test_mlflow_runs_its_accounts_and_each_component_mounts_its_own(render):
+    docs = render()
+    (server,) = pod_spec(named(docs, "Deployment", "-mlflow"))["containers"]
+    assert "--app-name=basic-auth" in server["args"]
+    credentials = {}
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "Job", "CronJob"):
+            continue
+        spec = pod_spec(doc)
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            volume = mounts(container).get("/tmp/.mlflow")
+            if volume:
+                source = volumes(spec)[volume]["secret"]["secretName"]
+                credentials[f"{component_of(doc)}/{container['name']}"] = source
+    assert credentials == {
+        "ingest/ingest": "petr4-mlflow-user-ingest",
+        "train/ingest-if-missing": "petr4-mlflow-user-ingest",
+        "train/train": "petr4-mlflow-user-train",
+        "predictor/predictor": "petr4-mlflow-user-serve",
+        "accounts/accounts": "petr4-mlflow-admin",
+    }  # the retraining receiver has none
+    for role in ("ingest", "train", "serve"):
+        data = secret(docs, f"-mlflow-user-{role}")["data"]
+        password = base64.b64decode(data["password"]).decode()
+        assert base64.b64decode(data["credentials"]).decode() == (
+            f"[mlflow]\nmlflow_tracking_username = petr4-{role}\nmlflow_tracking_password = {password}\n"
+        )
+
+
+def test_the_auth_config_step_writes_what_mlflow_reads(tmp_path):
+    """The init step's file, read back by MLflow's own configuration reader."""
+    (tmp_path / "password").write_text("adm%in-pass\n")
+    ini = tmp_path / "basic_auth.ini"
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_DATABASE_URI": "postgresql://petr4:p%40ss@db:5432/mlflow",
+        "MLFLOW_AUTH_ADMIN_PASSWORD_FILE": str(tmp_path / "password"),
+    }
+    subprocess.run(
+        [sys.executable, str(CHART / "files" / "mlflow-auth-config.py"), str(ini)],
+        env=env,
+        check=True,
+    )
+    probe = "from mlflow.server.auth.config import read_auth_config as r; c = r(); print(c.default_permission, c.database_uri, c.admin_username, c.admin_password)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_AUTH_")}
+    read = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=env | {"MLFLOW_AUTH_CONFIG_PATH": str(ini)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert read.stdout.split() == [
+        "NO_PERMISSIONS",
+        "postgresql://petr4:p%40ss@db:5432/mlflow",
+        "admin",
+        "adm%in-pass",
+    ]
