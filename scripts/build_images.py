@@ -99,7 +99,13 @@ class LoopbackIndex:
         self.process.wait(10)
 
 
-def build(client: docker.DockerClient, name: str, tag: str, buildargs: dict[str, str]) -> str:
+def build(
+    client: docker.DockerClient,
+    name: str,
+    tag: str,
+    buildargs: dict[str, str],
+    context: Path = REPO,
+) -> str:
     """Build Dockerfile.<name> as petr4-<name>:<tag>, streaming its log; returns the image ref."""
     ref = f"petr4-{name}:{tag}"
     print(f"build {ref} from Dockerfile.{name}", flush=True)
@@ -109,7 +115,7 @@ def build(client: docker.DockerClient, name: str, tag: str, buildargs: dict[str,
     except docker.errors.ImageNotFound:
         previous = None
     for chunk in client.api.build(
-        path=str(REPO),
+        path=str(context),
         dockerfile=f"Dockerfile.{name}",
         tag=ref,
         buildargs=buildargs,
@@ -141,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         "images", nargs="*", metavar="IMAGE", help=f"of {', '.join(IMAGES)} (default: all)"
     )
     parser.add_argument("--tag", default=None, help="image tag (default: the chart's appVersion)")
+    parser.add_argument(
+        "--context", type=Path, default=REPO, help="the build context (default: this repository)"
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.images) - set(IMAGES))
     if unknown:
@@ -164,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             buildargs["TORCH_INDEX_URL"] = index.url
             print(f"torch's CPU wheel from this machine, served at {index.url}", flush=True)
         for name in images:
-            build(client, name, tag, buildargs if name == "trainer" else {})
+            build(client, name, tag, buildargs if name == "trainer" else {}, args.context)
     except (BuildError, subprocess.CalledProcessError) as exc:
         print(f"build_images: {exc}", file=sys.stderr)
         return 1

@@ -19,6 +19,14 @@ CHART = REPO / "charts" / "petr4"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))  # one file per toggle
 RELEASE = "petr4"
 NAMESPACE = "forecast"
+# What a cluster with kube-prometheus-stack's CRDs tells Helm it serves; the chart renders
+# its monitoring objects only there.
+MONITORING_APIS = (
+    "--api-versions",
+    "monitoring.coreos.com/v1",
+    "--api-versions",
+    "monitoring.coreos.com/v1alpha1",
+)
 
 
 class Helm:
@@ -30,9 +38,13 @@ class Helm:
     def run(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([self.binary, *args], capture_output=True, text=True)
 
-    def template(self, *flags: str, namespace: str = NAMESPACE) -> list[dict]:
-        """Every object ``helm template`` renders for the release with these flags."""
-        result = self.run("template", RELEASE, str(CHART), "--namespace", namespace, *flags)
+    def template(
+        self, *flags: str, namespace: str = NAMESPACE, monitoring: bool = True
+    ) -> list[dict]:
+        """Every object ``helm template`` renders for the release with these flags, as on a
+        cluster with the monitoring CRDs (or, ``monitoring=False``, one without them)."""
+        apis = MONITORING_APIS if monitoring else ()
+        result = self.run("template", RELEASE, str(CHART), "--namespace", namespace, *apis, *flags)
         if result.returncode != 0:
             raise ValueError(f"helm template {shlex.join(flags)}: {result.stderr.strip()}")
         return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
@@ -54,6 +66,7 @@ class Helm:
                 str(chart),
                 "--namespace",
                 namespace,
+                *MONITORING_APIS,
                 *flags,
                 "--show-only",
                 "templates/zz-notes.yaml",

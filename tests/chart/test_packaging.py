@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from scripts.harness.chart import by_kind
+from scripts.harness.chart import by_kind, documented_commands
 from scripts.harness.processes import BIN
 from tests.helpers import REPO, SCHEMAS
 
@@ -53,14 +53,21 @@ def test_skaffold_yaml_matches_its_schema(skaffold_schema):
 def test_skaffold_monitoring_profile_matches_its_schema(skaffold_schema):
     config = skaffold_config("monitoring")
     jsonschema.Draft7Validator(skaffold_schema).validate(config)
-    releases = [r["name"] for r in config["deploy"]["helm"]["releases"]]
-    assert releases == ["kube-prometheus-stack", "petr4"]  # the CRDs come first
-    chosen = config["deploy"]["helm"]["releases"][1]["setValues"]
-    for resource in ("serviceMonitor", "prometheusRule", "alertmanagerConfig"):
-        assert chosen[f"monitoring.{resource}.enabled"] is True
-    plain = skaffold_config()["deploy"]["helm"]["releases"][0]["setValues"]
-    for resource in ("serviceMonitor", "prometheusRule", "alertmanagerConfig"):
-        assert plain[f"monitoring.{resource}.enabled"] is False  # no CRDs without the profile
+    stack, release = config["deploy"]["helm"]["releases"]
+    assert [stack["name"], release["name"]] == ["kube-prometheus-stack", "petr4"]  # CRDs first
+    assert stack["upgradeOnChange"] is True  # edits to its values file reach the cluster
+
+
+def test_skaffold_fixes_its_run_id_and_the_chart_renders_the_same_label(render):
+    """A run id that changes at each skaffold run rolls every Deployment each time; one that
+    the chart does not render itself rolls them again at the next plain helm upgrade."""
+    (release,) = skaffold_config()["deploy"]["helm"]["releases"]
+    run_id = release["setValues"]["podLabels.skaffold\\.dev/run-id"]
+    docs = render(**{"podLabels.skaffold\\.dev/run-id": run_id})
+    for doc in by_kind(docs, "Deployment"):
+        assert doc["spec"]["template"]["metadata"]["labels"]["skaffold.dev/run-id"] == run_id
+    commands = documented_commands((REPO / "README.md").read_text(), "skaffold")
+    assert commands and all(f"skaffold.dev/run-id={run_id}" in c for c in commands), commands
 
 
 def test_skaffold_wires_every_image_into_the_chart():
@@ -194,3 +201,29 @@ def test_python_of_the_images_meets_the_projects_requirement():
     for dockerfile in DOCKERFILES:
         (version,) = re.findall(r"python:(\d+\.\d+)-slim", (REPO / dockerfile).read_text())
         assert f"{version}.0" in required, (dockerfile, version, str(required))
+
+
+def copy_sources(dockerfile: str) -> list[str]:
+    """What a Dockerfile's COPY instructions take from the build context."""
+    sources = []
+    for line in (REPO / dockerfile).read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            sources += words[1:-1]
+    return sources
+
+
+def test_the_trainer_image_takes_no_serving_code_and_no_readme():
+    """skaffold rebuilds an image when its COPY sources change: a predictor-only edit must
+    not change the trainer's, or its Job would be renamed and train again."""
+    sources = copy_sources("Dockerfile.trainer")
+    assert "services/core" in sources and "trainer" in sources
+    for serving in (
+        "services",
+        "services/predictor",
+        "services/client",
+        "services/retrainer",
+        "README.md",
+    ):
+        assert serving not in sources, serving
+    assert not [s for s in copy_sources("Dockerfile.predictor") if s.startswith("trainer")]

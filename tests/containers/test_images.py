@@ -68,3 +68,40 @@ def test_the_mlflow_image_has_the_postgresql_driver(docker_client, images):
         "import psycopg, mlflow; print(mlflow.__version__)",
     )
     assert code == 0, output
+
+
+def test_a_predictor_only_change_leaves_the_trainer_image_as_it_was(
+    docker_client, images, tmp_path
+):
+    """skaffold tags an image by its inputs: the trainer's must not include the predictor's
+    code, or a predictor edit under skaffold dev would rename and rerun the training Job."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    context = tmp_path / "context"
+    for part in ("pyproject.toml", ".dockerignore", "services", "trainer", "Dockerfile.trainer"):
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, context / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            context.mkdir(exist_ok=True)
+            shutil.copy(source, context / part)
+    edited = context / "services" / "predictor" / "server.py"
+    edited.write_text(edited.read_text() + "\n# a predictor-only edit\n")
+    (context / "README.md").write_text("an edited README\n")
+    script = str(REPO / "scripts" / "build_images.py")
+    built = subprocess.run(
+        [sys.executable, script, "trainer", "--tag", "predictor-edit", "--context", str(context)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr
+    try:
+        after = docker_client.images.get("petr4-trainer:predictor-edit").id
+        assert after == docker_client.images.get(images["trainer"]).id
+    finally:
+        docker_client.images.remove("petr4-trainer:predictor-edit")
