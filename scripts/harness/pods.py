@@ -4,8 +4,8 @@ From each container of a pod spec: the image, command and args (``$(VAR)`` expan
 Kubernetes does), the environment (values, Secret keys the caller provides, ConfigMap keys
 of the rendering, and the pod's annotations through the downward API), the user,
 group and fsGroup, a read-only root, dropped capabilities, no privilege escalation, every
-emptyDir as a tmpfs of its own, every Secret and ConfigMap volume as read-only files, every
-persistent volume claim as a host folder, and the
+emptyDir as a host folder the pod's containers share, every Secret and ConfigMap volume as
+read-only files, every persistent volume claim as a host folder, and the
 memory limit. Init containers run to completion first; readiness is the spec's own probe;
 termination is its preStop pause, SIGTERM, and SIGKILL at the end of its grace period.
 
@@ -130,6 +130,7 @@ class Pod:
         self.host, self.name, self.spec, self.annotations = host, name, spec, annotations
         self.containers: list = []
         self.started_at: float | None = None
+        self.empty_dirs: dict[str, Path] = {}  # one per volume, shared by the containers
 
     # -- translation -------------------------------------------------------------------
 
@@ -152,18 +153,26 @@ class Pod:
                 env[entry["name"]] = self.annotations[key]
         return env
 
-    def _mounts(self, container: dict) -> tuple[dict[str, str], dict[str, dict]]:
-        """tmpfs mounts for emptyDirs, bind mounts for persistent volume claims."""
+    def _empty_dir(self, name: str) -> Path:
+        """An emptyDir: made with the pod, seen by each of its containers, init ones too."""
+        if name not in self.empty_dirs:
+            folder = self.host.root / "volumes" / f"{self.name}-{name}-{uuid.uuid4().hex[:6]}"
+            folder.mkdir(parents=True)
+            folder.chmod(0o1777)
+            self.empty_dirs[name] = folder
+        return self.empty_dirs[name]
+
+    def _mounts(self, container: dict) -> dict[str, dict]:
+        """Bind mounts: emptyDirs, Secrets and ConfigMaps, persistent volume claims."""
         volumes = {v["name"]: v for v in self.spec.get("volumes", [])}
         context = self.spec.get("securityContext", {})
-        tmpfs, binds = {}, {}
+        binds = {}
         for mount in container.get("volumeMounts", []):
             volume = volumes[mount["name"]]
             if "emptyDir" in volume:
-                size = volume["emptyDir"].get("sizeLimit")
-                tmpfs[mount["mountPath"]] = "mode=1777" + (
-                    f",size={quantity_bytes(size)}" if size else ""
-                )
+                folder = self._empty_dir(mount["name"])
+                mode = "ro" if mount.get("readOnly") else "rw"
+                binds[str(folder)] = {"bind": mount["mountPath"], "mode": mode}
             elif "secret" in volume or "configMap" in volume:
                 folder = self.host.volume_folder(self.name, volume)
                 binds[str(folder)] = {"bind": mount["mountPath"], "mode": "ro"}
@@ -176,14 +185,14 @@ class Pod:
                 binds[str(folder)] = {"bind": mount["mountPath"], "mode": "rw"}
             else:
                 raise NotImplementedError(f"volume {mount['name']}: {sorted(volume)}")
-        return tmpfs, binds
+        return binds
 
     def run_options(self, container: dict) -> dict:
         """``docker run`` keyword arguments for one container of this pod."""
         env = self._env(container)
         pod_context = self.spec.get("securityContext", {})
         context = {**pod_context, **container.get("securityContext", {})}
-        tmpfs, binds = self._mounts(container)
+        binds = self._mounts(container)
         options = {
             "image": container["image"],
             "name": f"{self.name}-{container['name']}-{uuid.uuid4().hex[:6]}",
@@ -193,7 +202,6 @@ class Pod:
             "read_only": bool(context.get("readOnlyRootFilesystem")),
             "cap_drop": context.get("capabilities", {}).get("drop", []),
             "cap_add": context.get("capabilities", {}).get("add", []),
-            "tmpfs": tmpfs,
             "volumes": binds,
             "labels": {self.host.label: "", "petr4.pod": self.name},
             "detach": True,
