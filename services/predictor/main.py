@@ -8,6 +8,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import pyarrow
+
 from services.core import tracking
 from services.core.logging import configure_logging
 from services.core.settings import parse_settings
@@ -20,6 +22,9 @@ log = logging.getLogger("services.predictor")
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(ServeSettings, argv, "petr4-serve", __doc__)
     configure_logging(settings.log_level, settings.json_logs)
+    # Snapshots are read on several loader threads, and Arrow's default allocator keeps a
+    # cache for each: about 2 MiB per ticker, held for good. The system allocator gives it back.
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
     # No reachability check: the start-up loop retries MLflow with its own backoff and deadline.
     tracking.connect(settings, "petr4-serve", check=False)
     server = PredictorServer(settings)
