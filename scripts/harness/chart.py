@@ -36,7 +36,8 @@ class Helm:
         self.binary = str(binary or kube_tools.locate("helm"))
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([self.binary, *args], capture_output=True, text=True)
+        """helm from the repository's root, where the commands users are shown run."""
+        return subprocess.run([self.binary, *args], capture_output=True, text=True, cwd=REPO)
 
     def template(
         self, *flags: str, namespace: str = NAMESPACE, monitoring: bool = True
@@ -121,11 +122,18 @@ def env_of(container: dict, docs: list[dict]) -> dict[str, str]:
 
 
 def documented_commands(text: str, program: str = "helm") -> list[list[str]]:
-    """The ``program`` command lines of a README's fenced shell blocks or of NOTES.txt,
-    continuation lines joined and trailing comments dropped, split as a shell would."""
+    """The ``program`` command lines of a page's fenced blocks (of every line, for a text
+    without any, such as NOTES.txt), continuation lines joined and trailing comments
+    dropped, split as a shell would."""
     commands, pending = [], ""
+    fenced, inside = "```" in text, False
     for raw in text.splitlines():
         line = raw.strip()
+        if line.startswith("```"):
+            inside = not inside
+            continue
+        if fenced and not inside:
+            continue
         if pending:
             line = f"{pending} {line}"
             pending = ""

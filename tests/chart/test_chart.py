@@ -420,11 +420,16 @@ def renders(render, command: list[str]) -> str:
     return ""
 
 
-README_COMMANDS = rendering_commands((REPO / "README.md").read_text())
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCUMENTED = [(page, c) for page in PAGES for c in rendering_commands(page.read_text())]
 
 
-@pytest.mark.parametrize("command", README_COMMANDS, ids=[" ".join(c) for c in README_COMMANDS])
-def test_every_helm_command_of_the_readme_renders(render, command):
+@pytest.mark.parametrize(
+    ("page", "command"),
+    DOCUMENTED,
+    ids=[f"{page.name}: {' '.join(c)}" for page, c in DOCUMENTED],
+)
+def test_every_helm_command_of_the_readme_and_the_docs_renders(render, page, command):
     """A command a user is told to type is accepted by the chart's schema, and renders."""
     assert renders(render, command) == ""
 

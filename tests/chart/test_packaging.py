@@ -66,7 +66,8 @@ def test_skaffold_fixes_its_run_id_and_the_chart_renders_the_same_label(render):
     docs = render(**{"podLabels.skaffold\\.dev/run-id": run_id})
     for doc in by_kind(docs, "Deployment"):
         assert doc["spec"]["template"]["metadata"]["labels"]["skaffold.dev/run-id"] == run_id
-    commands = documented_commands((REPO / "README.md").read_text(), "skaffold")
+    pages = [REPO / "README.md", *(REPO / "docs").glob("*.md")]
+    commands = [c for p in pages for c in documented_commands(p.read_text(), "skaffold")]
     assert commands and all(f"skaffold.dev/run-id={run_id}" in c for c in commands), commands
 
 
