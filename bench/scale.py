@@ -4,9 +4,11 @@ On the real prices in ``../shared/data``, against a real MLflow server (SQLite, 
 runs it), with the console scripts as users run them:
 
 - ingestion: one ``petr4-ingest`` of the N stocks into an empty experiment;
-- training: ``petr4-train --ticker`` of each stock with the default recipe (a stock too young
-  for three folds falls back to ``--folds 1``, and says so), summed over the first N; and one
-  pooled ``petr4-train --tickers`` of the N stocks; wall seconds and peak memory of each;
+- training: ``petr4-train --ticker`` of each stock (``--train-args``, by default the short
+  recipe ``--folds 1 --max-epochs 2``: what is measured is the cost of a training per process
+  and per MLflow run, not of learning, which bench-accuracy measures; a stock too young for
+  the folds asked for falls back to ``--folds 1``), summed over the first N; and one pooled
+  ``petr4-train --tickers`` of the N stocks; wall seconds and peak memory of each;
 - the predictor serving the N stocks, from their per-ticker versions and from the pooled
   one: seconds from start to SERVING (the median of alternated starts), resident memory
   and threads once serving, MLflow requests per refresh while nothing changes, and Forecast
@@ -22,12 +24,10 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.serving import rss_mb
+from scripts.harness.faults import CountingProxy
 from scripts.harness.processes import BIN, QUIET_MLFLOW, MlflowServer, PredictorProcess
 from scripts.harness.settings import DevSettings
 from services.client.client import ForecastClient
@@ -45,6 +46,7 @@ REPORTS = ROOT / "bench" / "reports"
 SIZES = (1, 4, 16, 42)
 STARTS = 3  # alternated starts per predictor case
 FORECASTS = 2000
+SHORT_RECIPE = "--folds 1 --max-epochs 2"
 TARGETS = {"serving_ratio": 3.0, "per_ticker_mib": 3.0, "requests": 5, "p50_ratio": 1.1}
 
 
@@ -54,53 +56,6 @@ def universe() -> list[str]:
     stocks = [p.stem for p in DATA.glob("*.SA.csv")]
     first = {t: (DATA / f"{t}.csv").read_text().split("\n", 2)[1][:10] for t in stocks}
     return sorted(stocks, key=lambda t: (t != "PETR4.SA", first[t], t))
-
-
-class CountingProxy:
-    """A TCP proxy in front of MLflow that counts the HTTP requests passing through it."""
-
-    _REQUEST = re.compile(rb"(?:^|\r\n)(?:GET|POST|PUT|PATCH|DELETE) /\S* HTTP/1\.[01]\r\n")
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.requests = 0
-        self._lock = threading.Lock()
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self.uri = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, source, sink, count: bool) -> None:
-        tail = b""
-        try:
-            while data := source.recv(65536):
-                if count:
-                    seen = tail + data
-                    with self._lock:
-                        self.requests += len(self._REQUEST.findall(seen)) - len(
-                            self._REQUEST.findall(tail)
-                        )
-                    tail = seen[-64:]
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            source.close()
-            sink.close()
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 def run_measured(args: list[str], env: dict) -> dict:
@@ -221,7 +176,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    parser.add_argument("--train-args", default="", help="petr4-train flags for every training")
+    parser.add_argument(
+        "--train-args", default=SHORT_RECIPE, help="petr4-train flags for every training"
+    )
     args = parser.parse_args()
     if not DATA.is_dir():
         print(
@@ -307,7 +264,8 @@ def markdown(results: dict) -> str:
         f"# The universe's cost, {', '.join(map(str, sizes))} stocks",
         "",
         f"Measured {results['measured_at']} on {results['machine']} by `make bench-scale`; "
-        "MLflow on SQLite, the console scripts as users run them, real prices.",
+        "MLflow on SQLite, the console scripts as users run them, real prices; every "
+        f"training with `petr4-train {results['train_args'] or '(the default recipe)'}`.",
         "",
         "| stocks | ingest s | per-ticker trainings s (sum) | pooled training s | pooled peak MB "
         "| SERVING s per ticker / pooled | RSS MiB per ticker / pooled | threads per ticker / pooled "

@@ -1,12 +1,72 @@
-"""Networks staged for tests: a TCP proxy that drops or holds connections at a known moment,
-and a balancer that spreads connections over backends as a Service does."""
+"""Networks staged for tests and benchmarks, all TCP relays on loopback: a proxy that drops or
+holds connections at a known moment, a balancer that spreads connections over backends as a
+Service does, and a proxy that counts the HTTP requests passing through it."""
 
 from __future__ import annotations
 
+import itertools
+import re
 import socket
+import threading
 
 
-class TcpProxy:
+class Relay:
+    """Listens on loopback and relays each connection to the upstream ``connect`` picks,
+    one thread a direction. Subclasses choose the upstream and may look at what passes."""
+
+    def __init__(self, port: int = 0):
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", port))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def connect(self) -> socket.socket | None:
+        """The upstream of a new connection; None closes the client's at once."""
+        raise NotImplementedError
+
+    def passing(self, data: bytes, tail: bytes) -> bool:
+        """Sees what a client sends (``tail``: the end of what it sent before); False holds
+        the connection as it is, forever."""
+        return True
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = self.connect()
+            if upstream is None:
+                client.close()
+                continue
+            for source, sink, inspect in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, inspect), daemon=True
+                ).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, inspect: bool) -> None:
+        tail, held = b"", False
+        try:
+            while data := source.recv(65536):
+                if inspect and not self.passing(data, tail):
+                    held = True
+                    return  # the client now waits for an answer that never comes
+                tail = (tail + data)[-64:]
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            if not held:
+                for end in (source, sink):
+                    end.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+class TcpProxy(Relay):
     """A TCP proxy to a local server, to stage failures at a known moment.
 
     While ``blocked`` it closes every new connection at once (the server looks down);
@@ -15,71 +75,36 @@ class TcpProxy:
     """
 
     def __init__(self, target_port: int, hold: bytes | None = None, blocked: bool = False):
-        import threading
-
         self.target_port = target_port
         self.hold = hold
         self.blocked = blocked
         self.held = threading.Event()
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self.port = self._listener.getsockname()[1]
-        self.uri = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        import threading
+    def connect(self) -> socket.socket | None:
+        if self.blocked:
+            return None
+        return socket.create_connection(("127.0.0.1", self.target_port))
 
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if self.blocked:
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, inspect: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if inspect and self.hold and data.startswith(self.hold):
-                    self.held.set()
-                    return  # the client now waits for an answer that never comes
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            if not self.held.is_set():
-                for end in (source, sink):
-                    end.close()
-
-    def close(self) -> None:
-        self._listener.close()
+    def passing(self, data: bytes, tail: bytes) -> bool:
+        if self.hold and data.startswith(self.hold):
+            self.held.set()
+            return False
+        return True
 
 
-class TcpBalancer:
+class TcpBalancer(Relay):
     """A Service's virtual address, as kube-proxy gives it: each new connection goes to the
     next backend port in turn, skipping one that refuses; a connection stays where it went.
     Backends can be added and removed while it runs, as endpoints come and go."""
 
     def __init__(self, *backends: int, port: int = 0):
-        import itertools
-        import threading
-
         self.backends = list(backends)
         self._turn = itertools.count()
         self._lock = threading.Lock()
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", port))
-        self._listener.listen(64)
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(port)
 
-    def _upstream(self) -> socket.socket | None:
+    def connect(self) -> socket.socket | None:
         with self._lock:
             backends = list(self.backends)
             start = next(self._turn)
@@ -92,31 +117,24 @@ class TcpBalancer:
                 continue  # this endpoint is gone: the next one
         return None
 
-    def _accept(self) -> None:
-        import threading
 
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = self._upstream()
-            if upstream is None:
-                client.close()
-                continue
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+class CountingProxy(Relay):
+    """A proxy in front of an HTTP server that counts the requests passing through it."""
 
-    def close(self) -> None:
-        self._listener.close()
+    _REQUEST = re.compile(rb"(?:^|\r\n)(?:GET|POST|PUT|PATCH|DELETE) /\S* HTTP/1\.[01]\r\n")
 
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.requests = 0
+        self._lock = threading.Lock()
+        super().__init__()
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for end in (source, sink):
-            end.close()
+    def connect(self) -> socket.socket | None:
+        return socket.create_connection(("127.0.0.1", self.target_port))
+
+    def passing(self, data: bytes, tail: bytes) -> bool:
+        # A request line may straddle two reads: count the ones the new data completes.
+        found = len(self._REQUEST.findall(tail + data)) - len(self._REQUEST.findall(tail))
+        with self._lock:
+            self.requests += found
+        return True
