@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class ModelIdentity:
     version: str
     run_id: str
     uri: str
+    source: str = ""  # where the registry says the version's files are
 
     @property
     def artifact_key(self) -> str:
@@ -42,7 +44,9 @@ class ModelIdentity:
 def identity(client: MlflowClient, reference: ModelReference, version: str) -> ModelIdentity:
     """The registry's record of ``version`` of the reference's model."""
     found = client.get_model_version(reference.name, version)
-    return ModelIdentity(found.name, str(found.version), found.run_id, reference.uri)
+    return ModelIdentity(
+        found.name, str(found.version), found.run_id, reference.uri, found.source or ""
+    )
 
 
 def alias_versions(client: MlflowClient, names: list[str], alias: str) -> dict[str, str]:
@@ -64,10 +68,17 @@ def fetch(identity: ModelIdentity, cache_dir: Path) -> Path:
         log.info("model %s v%s found in the cache", identity.name, identity.version)
         return folder
     shutil.rmtree(folder, ignore_errors=True)  # a partial download from a crash
-    folder.mkdir(parents=True)
-    mlflow.artifacts.download_artifacts(
-        f"models:/{identity.name}/{identity.version}", dst_path=str(folder)
-    )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # From the source the registry gave: a models:/ URI would ask the registry for it again,
+    # two more requests for each of dozens of tickers at every start. Staged in the cache
+    # (one file system), then renamed into place.
+    source = identity.source or f"models:/{identity.name}/{identity.version}"
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(staging))
+        Path(local).rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     (folder / _COMPLETE).touch()
     return folder
 

@@ -161,28 +161,41 @@ class ModelStore:
 
     def _targets(self) -> dict[str, ModelIdentity | NotServable]:
         """The version each ticker should serve now, or why there is none; aliases are
-        resolved in one search, a version's run looked up once."""
+        resolved in one search, a version's run looked up once (new ones in parallel)."""
         aliased = [r for r in self.references.values() if r.alias]
         versions = {}
         if aliased:
             alias = aliased[0].alias
             versions = artifacts.alias_versions(self.client, [r.name for r in aliased], alias)
+        wanted = {
+            ticker: (reference, reference.version or versions.get(reference.name))
+            for ticker, reference in self.references.items()
+        }
+        unknown = {
+            (reference.name, version): (reference, version)
+            for reference, version in wanted.values()
+            if version is not None and (reference.name, version) not in self._identities
+        }
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="registry") as pool:
+            found = dict(zip(unknown, pool.map(self._look_up, unknown.values()), strict=True))
+        self._identities |= {k: v for k, v in found.items() if isinstance(v, ModelIdentity)}
         targets = {}
-        for ticker, reference in self.references.items():
-            version = reference.version or versions.get(reference.name)
+        for ticker, (reference, version) in wanted.items():
             if version is None:
                 targets[ticker] = NotServable(
                     f"no version of {reference.name} has the alias {reference.alias!r} yet"
                 )
-                continue
-            key = (reference.name, version)
-            try:
-                if key not in self._identities:
-                    self._identities[key] = artifacts.identity(self.client, reference, version)
-                targets[ticker] = self._identities[key]
-            except Exception as exc:  # a pinned version that does not exist, MLflow away
-                targets[ticker] = NotServable(f"cannot look {reference.uri} up: {exc}")
+            else:  # a pinned version that does not exist, MLflow away: tried again next time
+                key = (reference.name, version)
+                targets[ticker] = self._identities.get(key) or found[key]
         return targets
+
+    def _look_up(self, wanted: tuple[ModelReference, str]) -> ModelIdentity | NotServable:
+        reference, version = wanted
+        try:
+            return artifacts.identity(self.client, reference, version)
+        except Exception as exc:
+            return NotServable(f"cannot look {reference.uri} up: {exc}")
 
     def _update(
         self,
