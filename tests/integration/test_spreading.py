@@ -32,7 +32,7 @@ def two_pods(served_model, tmp_path):
     ]
     for pod, address in zip(pods, ("127.0.0.1", "127.0.0.2"), strict=True):
         pod.args[pod.args.index("--host") + 1] = address
-        pod.target = f"{address}:{port}"
+        pod.target = pod.health_target = f"{address}:{port}"
         pod.metrics_url = pod.metrics_url.replace("127.0.0.1", address)
     try:
         for pod in pods:
@@ -46,13 +46,23 @@ def two_pods(served_model, tmp_path):
 def test_round_robin_spreads_one_clients_calls_over_every_address(two_pods, served_model):
     pods, target = two_pods
     with ForecastClient(target, round_robin=True) as client:
+        # Until both connections are up, the one that is takes the calls.
+        wait_until(
+            lambda: client.forecast(served_model.ticker) and all(answered(p) for p in pods),
+            30,
+            "both connections",
+            interval=0.05,
+        )
+        before = [answered(p) for p in pods]
         for _ in range(40):
             client.forecast(served_model.ticker)
-    assert [answered(p) for p in pods] == [20.0, 20.0]
+    spread = [answered(p) - b for p, b in zip(pods, before, strict=True)]
+    assert spread == [20.0, 20.0]
     with ForecastClient(target) as client:  # one connection: one pod takes every call
         for _ in range(10):
             client.forecast(served_model.ticker)
-    assert sorted(answered(p) for p in pods) == [20.0, 30.0]
+    after = sorted(answered(p) - b for p, b in zip(pods, before, strict=True))
+    assert after == [20.0, 30.0]
 
 
 def test_a_long_lived_client_reaches_a_pod_added_after_it_connected(served_model, tmp_path):
