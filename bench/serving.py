@@ -5,8 +5,9 @@ answers a constant (the floor: the same service and thread pool, no work). The c
 forecast from the latest prices and forecasts from explicit history of 120 bars (a window of
 60 plus 60 of warm-up), 200 and 1,000; the floor receives the very same requests. For each:
 sequential latency (p50, p99) and throughput with 8 concurrent callers. Also the predictor's
-start-up time to SERVING with a cold and a warm artifact cache, and resident memory. Writes
-bench/reports/serving.md and serving.json.
+start-up time to SERVING with a cold and a warm artifact cache, and resident memory. And the
+same cases against the predictor as the chart runs it, over TLS with a bearer token: what
+security costs. Writes bench/reports/serving.md and serving.json.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.harness.certs import Authority
 from scripts.harness.processes import (
     BIN,
     MlflowServer,
@@ -33,7 +35,7 @@ from scripts.harness.processes import (
     wait_until,
 )
 from scripts.harness.settings import DevSettings
-from services.client.client import ForecastClient, bars_from_frame
+from services.client.client import ForecastClient, Tls, bars_from_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = DevSettings().shared_dir / "data"  # PETR4_DEV_SHARED_DIR moves it
@@ -58,8 +60,8 @@ def rss_mb(pid: int) -> dict[str, float]:
     return {key: int(fields[key].split()[0]) / 1024 for key in keys}
 
 
-def sequential(target: str, calls: int, history) -> dict[str, float]:
-    with ForecastClient(target) as client:
+def sequential(target: str, calls: int, history, **client_options) -> dict[str, float]:
+    with ForecastClient(target, **client_options) as client:
         for _ in range(200):  # warm-up: channel, caches, branch predictors
             client.forecast(TICKER, history)
         latencies = np.empty(calls)
@@ -73,11 +75,11 @@ def sequential(target: str, calls: int, history) -> dict[str, float]:
     }
 
 
-def throughput(target: str, history) -> float:
+def throughput(target: str, history, **client_options) -> float:
     barrier = threading.Barrier(CALLERS + 1)
 
     def caller():
-        with ForecastClient(target) as client:
+        with ForecastClient(target, **client_options) as client:
             client.forecast(TICKER, history)
             barrier.wait()
             for _ in range(CALLS_PER_CALLER):
@@ -93,12 +95,13 @@ def throughput(target: str, history) -> float:
     return CALLERS * CALLS_PER_CALLER / (time.perf_counter() - started)
 
 
-def measure(target: str, histories: dict) -> dict[str, dict]:
+def measure(target: str, histories: dict, **client_options) -> dict[str, dict]:
+    """Every case; ``client_options`` go to each ForecastClient (TLS, a token)."""
     found = {}
     for case, bars in CASES.items():
         history = histories[bars]
-        found[case] = sequential(target, SEQUENTIAL_CALLS[bars], history)
-        found[case]["throughput_rps"] = throughput(target, history)
+        found[case] = sequential(target, SEQUENTIAL_CALLS[bars], history, **client_options)
+        found[case]["throughput_rps"] = throughput(target, history, **client_options)
     return found
 
 
@@ -184,6 +187,26 @@ def main() -> int:
             finally:
                 predictor.terminate()
                 predictor.stop()
+
+            print("bench-serving: the predictor over TLS, with a token ...", flush=True)
+            ca = Authority.create(root / "tls")
+            server = ca.sign("server")
+            (root / "tokens").write_text("bench-serving-token\n")
+            secured = PredictorProcess(
+                root,
+                env,
+                *("--tickers", TICKER, "--token-file", str(root / "tokens")),
+                *("--tls-cert-file", str(server.cert), "--tls-key-file", str(server.key)),
+                health_port=0,
+            )
+            secured.start().wait_serving()
+            try:
+                options = {"tls": Tls(ca.cert), "token": "bench-serving-token"}
+                target = secured.target.replace("127.0.0.1", "localhost")  # the certificate's name
+                results["secured"] = measure(target, histories, **options)
+            finally:
+                secured.terminate()
+                secured.stop()
         finally:
             mlflow.stop()
 
@@ -222,15 +245,17 @@ def markdown(r: dict) -> str:
         "Client and server share the machine's 2 cores.",
         "",
         "| request | floor p50 ms | predictor p50 ms | p50 ratio | floor p99 ms | predictor p99 ms "
-        "| floor rps | predictor rps | rps ratio |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| floor rps | predictor rps | rps ratio | TLS + token p50 ms | TLS + token rps |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for case in CASES:
         floor, served, ratio = r["floor"][case], r["predictor"][case], r["ratios"][case]
+        secured = r["secured"][case]
         lines.append(
             f"| {case} | {floor['p50_ms']:.3f} | {served['p50_ms']:.3f} | {ratio['p50']:.2f} | "
             f"{floor['p99_ms']:.3f} | {served['p99_ms']:.3f} | {floor['throughput_rps']:.0f} | "
-            f"{served['throughput_rps']:.0f} | {ratio['throughput']:.2f} |"
+            f"{served['throughput_rps']:.0f} | {ratio['throughput']:.2f} | "
+            f"{secured['p50_ms']:.3f} | {secured['throughput_rps']:.0f} |"
         )
     targets = []
     for case, (p50, rps) in TARGETS.items():
