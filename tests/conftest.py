@@ -64,6 +64,16 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_unchanged():
+    """A test that points MLflow elsewhere for good (mlflow.set_tracking_uri writes os.environ)
+    sends every later test, and its children, to a server that may be gone: fail it here."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    after = os.environ.get("MLFLOW_TRACKING_URI")
+    assert after == before, f"the test left MLFLOW_TRACKING_URI at {after!r} (was {before!r})"
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real MLflow server for the whole session; MLflow clients here and in children use it."""

@@ -91,6 +91,12 @@ def training_job(docs: list[dict]) -> dict:
     return job
 
 
+def job_named(docs: list[dict], prefix: str) -> dict:
+    """The one Job whose name starts with ``prefix`` (Jobs named by a hash of their spec)."""
+    (job,) = [d for d in by_kind(docs, "Job") if d["metadata"]["name"].startswith(prefix)]
+    return job
+
+
 def named(docs: list[dict], kind: str, suffix: str) -> dict:
     """The one object of ``kind`` whose name ends with ``suffix``."""
     (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]

@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from scripts.harness.chart import (
-    by_kind,
+    job_named,
     named,
     one_host_flags,
     pod_spec,
@@ -75,11 +75,7 @@ def test_the_readme_journey_runs_as_containers(images, helm, pod_host, ports, tm
 
     mlflow = pod_host.pod("mlflow", pod_spec(named(install, "Deployment", "-mlflow"))).start()
     mlflow.wait_ready(120)
-    (accounts,) = [
-        j
-        for j in by_kind(install, "Job")
-        if j["metadata"]["name"].startswith("petr4-mlflow-accounts")
-    ]
+    accounts = job_named(install, "petr4-mlflow-accounts")
     pod_host.pod("accounts", pod_spec(accounts)).start().wait(300)
 
     first_job = training_job(install)

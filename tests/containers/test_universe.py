@@ -18,7 +18,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from scripts.harness.chart import by_kind, named, one_host_flags, pod_spec, training_job
+from scripts.harness.chart import job_named, named, one_host_flags, pod_spec, training_job
 from scripts.harness.faults import TcpBalancer
 from scripts.harness.pods import PodFailed
 from scripts.harness.processes import free_port, run_cli, wait_until
@@ -42,19 +42,14 @@ def render(helm, ports: dict, mlflow_port: int) -> list[dict]:
 
 
 def admin_client(pod_host, uri: str, monkeypatch) -> MlflowClient:
-    """MLflow's client as the chart's admin, from the admin's Secret."""
+    """MLflow's client as the chart's admin, from the admin's Secret. The URI is MLflow's for
+    this test only: mlflow.set_tracking_uri would outlive it, in os.environ too."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for helpers that take no client
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv(
         "MLFLOW_TRACKING_PASSWORD", pod_host.secrets["petr4-mlflow-admin"]["password"]
     )
-    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: uri)
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
-
-
-def job_named(docs: list[dict], prefix: str) -> dict:
-    (job,) = [j for j in by_kind(docs, "Job") if j["metadata"]["name"].startswith(prefix)]
-    return job
+    return MlflowClient(uri, registry_uri=uri)
 
 
 def test_the_universe_trains_through_a_lost_mlflow_replica_and_serves(
