@@ -24,10 +24,10 @@ import docker
 
 from bench.serving import rss_mb
 from scripts.build_images import chart_app_version
-from scripts.harness.chart import Helm, named, one_host_flags, pod_spec, training_job
+from scripts.harness.chart import Helm, job_named, named, one_host_flags, pod_spec, training_job
 from scripts.harness.pods import PodHost
 from scripts.harness.processes import free_port
-from services.client.client import ForecastClient
+from services.client.client import ForecastClient, Tls
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "bench" / "reports"
@@ -53,7 +53,12 @@ def main() -> int:
         name: client.images.get(f"petr4-{name}:{tag}").attrs["Size"] / 1e6
         for name in ("trainer", "predictor", "mlflow")
     }
-    ports = {"grpc": free_port(), "metrics": free_port(), "mlflow": free_port()}
+    ports = {
+        "grpc": free_port(),
+        "health": free_port(),
+        "metrics": free_port(),
+        "mlflow": free_port(),
+    }
     docs = Helm().template(*one_host_flags(ports, ["--champion-tolerance", "1"]))
     results: dict = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -67,6 +72,8 @@ def main() -> int:
             host.pod("mlflow", pod_spec(named(docs, "Deployment", "-mlflow"))).start().wait_ready(
                 120
             )
+            accounts = job_named(docs, "petr4-mlflow-accounts")  # the chart's secured defaults
+            host.pod("accounts", pod_spec(accounts)).start().wait(300)
             print("bench-containers: training (default settings, synthetic series) ...", flush=True)
             training_started = time.monotonic()
             job = training_job(docs)
@@ -82,7 +89,12 @@ def main() -> int:
                     predictor.terminate()
                     predictor.remove()
             print(f"bench-containers: {FORECASTS} forecasts ...", flush=True)
-            with ForecastClient(f"127.0.0.1:{ports['grpc']}") as forecaster:
+            (Path(folder) / "ca.crt").write_text(host.secrets["petr4-predictor-tls"]["ca.crt"])
+            secured = {
+                "tls": Tls(Path(folder) / "ca.crt"),
+                "token": host.secrets["petr4-predictor-tokens"]["tokens"].splitlines()[0],
+            }
+            with ForecastClient(f"localhost:{ports['grpc']}", **secured) as forecaster:
                 for _ in range(FORECASTS):
                     forecaster.forecast(TICKER)
             (container,) = predictor.containers
@@ -114,8 +126,9 @@ def markdown(r: dict) -> str:
             "# The images, and the predictor as the chart runs it",
             "",
             f"Measured {r['measured_at']} on {r['machine']} by `make bench-containers`: the chart's",
-            "pod specs from `helm template`, run as containers (non-root, read-only root, one tmpfs",
-            "per emptyDir, the memory limit), on the synthetic series.",
+            "pod specs from `helm template`, run as containers (non-root, read-only root, the",
+            "emptyDirs, the memory limit), on the synthetic series, secured as installed (TLS, a",
+            "token, MLflow accounts).",
             "",
             f"- Image sizes: {sizes}.",
             f"- Default training in its container: {r['training_seconds']:.0f} s.",
