@@ -82,7 +82,7 @@ demo: $(STAMP) ## run the whole loop locally: MLflow, ingest, train, serve, fore
 bench: bench-accuracy bench-serving bench-scale bench-containers ## run every benchmark; reports land in bench/reports/
 
 .PHONY: bench-accuracy
-bench-accuracy: $(STAMP) ## walk-forward 2019-2024 on every stock: pooled and per-ticker networks against naive and classic models (~3 h)
+bench-accuracy: $(STAMP) ## walk-forward 2019-2024 on every stock: pooled and per-ticker networks against naive and classic models (~35 min)
 	$(PY) -m bench.accuracy
 
 .PHONY: bench-serving
@@ -90,7 +90,7 @@ bench-serving: $(STAMP) ## predictor latency, throughput, start-up and memory ag
 	$(PY) -m bench.serving
 
 .PHONY: bench-scale
-bench-scale: $(STAMP) ## 1, 4, 16 and 42 stocks: ingestion, training, predictor start-up, memory, MLflow requests (~1 h)
+bench-scale: $(STAMP) ## 1, 4, 16 and 42 stocks: ingestion, training, predictor start-up, memory, MLflow requests (~25 min)
 	$(PY) -m bench.scale
 
 .PHONY: bench-containers

@@ -386,6 +386,7 @@ def plot(results: dict, path: Path) -> None:
         axis.set_title(title)
         axis.set_xlabel("stocks")
         axis.set_xticks(sizes)
+        axis.set_ylim(bottom=0)  # from zero: a flat cost must look flat
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
