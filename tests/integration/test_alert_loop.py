@@ -10,6 +10,7 @@ images can be pulled.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import urllib.parse
 import uuid
@@ -151,7 +152,10 @@ def test_a_realized_error_alert_starts_a_training_job(mlflow_env, tmp_path, caps
         kubernetes_validate.validate(job, version, strict=True)
     assert job["metadata"]["labels"]["petr4.io/trigger"] == "alert"
     train = job["spec"]["template"]["spec"]["containers"][0]
-    assert train["command"][:3] == ["petr4-train", "--ticker", ticker]
+    assert train["command"] == ["petr4-train"]  # pooled: the list, from the tickers ConfigMap
+    variables = {e["name"]: e for e in train["env"]}
+    ref = variables["PETR4_TRAIN_TICKERS"]["valueFrom"]["configMapKeyRef"]
+    assert ticker in json.loads(named(docs, "ConfigMap", ref["name"])["data"][ref["key"]])
     with capsys.disabled():
         print(
             f"\nalert loop: metric above naive's to the Job request in {seconds:.1f} s "

@@ -12,7 +12,7 @@ import urllib.request
 import kubernetes_validate
 import pytest
 
-from scripts.harness.chart import Helm, named
+from scripts.harness.chart import Helm, named, training_job
 from scripts.harness.kube_api import KubeApiStandIn
 from scripts.harness.processes import RetrainerProcess
 from tests.helpers import tool_or_skip
@@ -115,8 +115,7 @@ def test_a_firing_alert_starts_the_charts_training_job(cluster, rendering):
     for version in ("1.30.0", "1.37.0"):
         kubernetes_validate.validate(job, version, strict=True)
     # The install's training Job, trained anew: the same pod, under a generated name.
-    (install,) = [d for d in rendering if d["kind"] == "Job"]
-    assert job["spec"]["template"]["spec"] == install["spec"]["template"]["spec"]
+    assert job["spec"]["template"]["spec"] == training_job(rendering)["spec"]["template"]["spec"]
     assert job["metadata"]["name"].startswith("petr4-retrain-all-")
     labels = job["metadata"]["labels"]
     assert labels["petr4.io/covers"] == "all" and labels["petr4.io/trigger"] == "alert"
