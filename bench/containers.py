@@ -89,11 +89,8 @@ def main() -> int:
                     predictor.terminate()
                     predictor.remove()
             print(f"bench-containers: {FORECASTS} forecasts ...", flush=True)
-            (Path(folder) / "ca.crt").write_text(host.secrets["petr4-predictor-tls"]["ca.crt"])
-            secured = {
-                "tls": Tls(Path(folder) / "ca.crt"),
-                "token": host.secrets["petr4-predictor-tokens"]["tokens"].splitlines()[0],
-            }
+            ca, token = host.predictor_credentials(Path(folder))
+            secured = {"tls": Tls(ca), "token": token.read_text().strip()}
             with ForecastClient(f"localhost:{ports['grpc']}", **secured) as forecaster:
                 for _ in range(FORECASTS):
                     forecaster.forecast(TICKER)

@@ -93,6 +93,14 @@ class PodHost:
                 data = {k: base64.b64decode(v).decode() for k, v in doc.get("data", {}).items()}
                 self.secrets.setdefault(doc["metadata"]["name"], data)
 
+    def predictor_credentials(self, folder: Path) -> tuple[Path, Path]:
+        """The predictor's CA and first token as files in ``folder``, as NOTES.txt tells a
+        user to take them from the chart's Secrets."""
+        ca, token = folder / "petr4-ca.crt", folder / "petr4-token"
+        ca.write_text(self.secrets["petr4-predictor-tls"]["ca.crt"])
+        token.write_text(self.secrets["petr4-predictor-tokens"]["tokens"].splitlines()[0] + "\n")
+        return ca, token
+
     def volume_folder(self, pod: str, volume: dict) -> Path:
         """A Secret's or ConfigMap's keys as files, as the kubelet projects them."""
         source = volume.get("secret") or volume.get("configMap")

@@ -52,16 +52,9 @@ def rendering(helm, ports, *flags: str) -> list[dict]:
 
 
 def client_files(pod_host, folder) -> list[str]:
-    """The CA and a token, as NOTES.txt tells a user to take them from the Secrets."""
-    (folder / "petr4-ca.crt").write_text(pod_host.secrets["petr4-predictor-tls"]["ca.crt"])
-    token = pod_host.secrets["petr4-predictor-tokens"]["tokens"].splitlines()[0]
-    (folder / "petr4-token").write_text(token + "\n")
-    return [
-        "--tls-ca-file",
-        str(folder / "petr4-ca.crt"),
-        "--token-file",
-        str(folder / "petr4-token"),
-    ]
+    """petr4-forecast's flags for the CA and a token, taken from the Secrets."""
+    ca, token = pod_host.predictor_credentials(folder)
+    return ["--tls-ca-file", str(ca), "--token-file", str(token)]
 
 
 def test_the_readme_journey_runs_as_containers(images, helm, pod_host, ports, tmp_path):

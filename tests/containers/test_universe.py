@@ -111,14 +111,8 @@ def test_the_universe_trains_through_a_lost_mlflow_replica_and_serves(
         predictor.start().wait_ready(180)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics").read()
         assert re.search(rb"^petr4_loaded_models 1\.0$", metrics, re.M)  # one folder for all
-        (tmp_path / "ca.crt").write_text(pod_host.secrets["petr4-predictor-tls"]["ca.crt"])
-        (tmp_path / "token").write_text(pod_host.secrets["petr4-predictor-tokens"]["tokens"])
-        secured = [
-            "--tls-ca-file",
-            str(tmp_path / "ca.crt"),
-            "--token-file",
-            str(tmp_path / "token"),
-        ]
+        ca, token = pod_host.predictor_credentials(tmp_path)
+        secured = ["--tls-ca-file", str(ca), "--token-file", str(token)]
         target = f"127.0.0.1:{ports['grpc']}"
         for ticker in TICKERS:
             args = ["petr4-forecast", "--target", target, "--ticker", ticker, *secured]
