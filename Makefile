@@ -12,11 +12,18 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# torch and what it needs, downloaded once into a cache outside the clone, which the venv and
+# the trainer image install from: on x86_64 Linux, PyPI's torch is a CUDA build (2.7 GB of
+# wheels, 5.6 GB installed), and no CPU-only build is served there.
+TORCH := torch==2.13.0
+export PETR4_WHEELS ?= $(HOME)/.cache/petr4/wheels
+
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: this CPU build is what every later requirement must accept
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip download --quiet --dest $(PETR4_WHEELS) $(TORCH)
+	# torch first and pinned, from the cache alone: what every later requirement must accept
+	$(PY) -m pip install --quiet --no-index --find-links $(PETR4_WHEELS) $(TORCH)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

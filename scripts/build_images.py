@@ -5,9 +5,10 @@
 Each Dockerfile.<name> becomes petr4-<name>:TAG (default: the chart's appVersion). Builds use
 the host's network, so no Docker bridge is needed. The base, python:3.11-slim-bookworm, comes
 from scripts/python_base.sh: pulled, or made from Debian's packages where no registry
-answers. For such a stand-in, torch's CPU wheel comes from this machine's pip and is served
-on loopback, for the build's duration, as the index Dockerfile.trainer's TORCH_INDEX_URL
-names; TORCH_INDEX_URL in the environment overrides that choice.
+answers. For such a stand-in, torch and what it needs come from the wheel cache `make setup`
+fills ($PETR4_WHEELS), served on loopback for the build's duration as the index
+Dockerfile.trainer's TORCH_INDEX_URL names, so no build downloads them again;
+TORCH_INDEX_URL in the environment overrides that choice.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGES = ("trainer", "predictor", "mlflow")
 BASE = "python:3.11-slim-bookworm"
 TORCH = "torch==2.13.0"
-WHEELS = REPO / ".cache" / "wheels"
+# torch and its dependencies, downloaded once (the Makefile's PETR4_WHEELS, the same default)
+WHEELS = Path(os.environ.get("PETR4_WHEELS") or Path.home() / ".cache" / "petr4" / "wheels")
 # The index's URL is a build argument, and a changed argument rebuilds every later layer:
 # a fixed port keeps Docker's layer cache useful from one build to the next.
 INDEX_PORT = 8765
@@ -55,16 +59,20 @@ def ensure_base(client: docker.DockerClient) -> bool:
 
 
 def local_torch_index() -> Path:
-    """A PEP 503 folder holding this machine's CPU build of torch, as its pip finds it."""
-    folder = WHEELS / "simple" / "torch"
-    if not any(folder.glob("torch-*+cpu-*.whl")):
-        download = ["pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
-        subprocess.run([sys.executable, "-m", *download, "--dest", str(folder), TORCH], check=True)
-    if not any(folder.glob("torch-*+cpu-*.whl")):
-        raise BuildError(
-            f"pip found no CPU build of {TORCH} here; set TORCH_INDEX_URL to an index that has one"
-        )
-    return WHEELS
+    """A PEP 503 index (``simple/<project>/<files>``) of the wheel cache, torch and every
+    wheel it needs, the cache filled first where it lacks them."""
+    download = ["pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(WHEELS)]
+    subprocess.run([sys.executable, "-m", *download, TORCH], check=True)
+    root = WHEELS.parent / "index"
+    shutil.rmtree(root, ignore_errors=True)
+    for wheel in WHEELS.glob("*.whl"):
+        project = re.sub(r"[-_.]+", "-", wheel.name.split("-", 1)[0]).lower()
+        folder = root / "simple" / project
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / wheel.name).symlink_to(wheel)
+    if not any((root / "simple" / "torch").glob("torch-*.whl")):
+        raise BuildError(f"the wheel cache {WHEELS} holds no {TORCH}")
+    return root
 
 
 class LoopbackIndex:
@@ -154,33 +162,42 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.images) - set(IMAGES))
     if unknown:
         parser.error(f"unknown image {', '.join(unknown)}; choose from {', '.join(IMAGES)}")
-    images = args.images or list(IMAGES)
     tag = args.tag or chart_app_version()
+    try:
+        build_all({name: tag for name in args.images or IMAGES}, args.context)
+    except BuildError as exc:
+        print(f"build_images: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_all(tags: dict[str, str], context: Path = REPO) -> dict[str, str]:
+    """Build each image named in ``tags`` (trainer, predictor, mlflow) with its tag; returns
+    the references built. BuildError says what went wrong."""
     try:
         client = docker.from_env(timeout=600)
         client.ping()
     except docker.errors.DockerException as exc:
-        print(f"build_images: no Docker daemon answers ({exc}); set DOCKER_HOST", file=sys.stderr)
-        return 1
+        raise BuildError(f"no Docker daemon answers ({exc}); set DOCKER_HOST") from None
     index = None
     try:
         stand_in = ensure_base(client)
         buildargs = {}
         if "TORCH_INDEX_URL" in os.environ:
             buildargs["TORCH_INDEX_URL"] = os.environ["TORCH_INDEX_URL"]
-        elif stand_in and "trainer" in images:
+        elif stand_in and "trainer" in tags:
             index = LoopbackIndex(local_torch_index())
             buildargs["TORCH_INDEX_URL"] = index.url
-            print(f"torch's CPU wheel from this machine, served at {index.url}", flush=True)
-        for name in images:
-            build(client, name, tag, buildargs if name == "trainer" else {}, args.context)
-    except (BuildError, subprocess.CalledProcessError) as exc:
-        print(f"build_images: {exc}", file=sys.stderr)
-        return 1
+            print(f"torch from this machine's wheel cache, served at {index.url}", flush=True)
+        return {
+            name: build(client, name, tag, buildargs if name == "trainer" else {}, context)
+            for name, tag in tags.items()
+        }
+    except subprocess.CalledProcessError as exc:
+        raise BuildError(str(exc)) from None
     finally:
         if index is not None:
             index.close()
-    return 0
 
 
 if __name__ == "__main__":
