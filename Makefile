@@ -85,6 +85,18 @@ proto-check: proto ## fail when the committed stubs differ from freshly generate
 demo: $(STAMP) ## run the whole loop locally: MLflow, ingest, train, serve, forecast (state in demo/)
 	$(PY) -m scripts.demo
 
+# One node of upstream Kubernetes (k8s/node/): the programs built once from their modules,
+# started as root inside a network namespace of their own; stdlib Python, no venv needed.
+NODE := python3 k8s/node/node.py
+
+.PHONY: cluster
+cluster: ## build (once, cached by version) and start one node of upstream Kubernetes (root)
+	$(NODE) up
+
+.PHONY: cluster-down
+cluster-down: ## stop that node: no process, mount, namespace or file of it is left
+	$(NODE) down
+
 .PHONY: bench
 bench: bench-accuracy bench-serving bench-scale bench-containers ## run every benchmark; reports land in bench/reports/
 
