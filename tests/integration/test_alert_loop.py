@@ -2,9 +2,8 @@
 Prometheus, a real Alertmanager routing the alert as the chart's AlertmanagerConfig says, and
 the retraining receiver creating the training Job through the Kubernetes API.
 
-No API server can start here, so the receiver talks to scripts/harness/kube_api.py, which
-answers as the API does and records every request; the e2e tier runs the real thing where
-images can be pulled.
+The API server is the control plane of k8s/node/; the receiver talks to it as the chart's
+ServiceAccount. The cluster tier runs the same loop on the whole node.
 """
 
 from __future__ import annotations
@@ -16,22 +15,20 @@ import urllib.parse
 import uuid
 from datetime import date
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from scripts.harness.chart import Helm, by_kind, named
-from scripts.harness.kube_api import KubeApiStandIn
 from scripts.harness.monitoring import AlertmanagerServer, PrometheusServer
-from scripts.harness.processes import PredictorProcess, RetrainerProcess, free_port, wait_until
+from scripts.harness.processes import PredictorProcess, free_port, wait_until
 from services.core.naming import registered_model_name
 from services.ingestion.sources import SyntheticSource
 from tests.helpers import ingest_csv, register_crafted_model, server_or_skip, tool_or_skip
+from tests.integration.conftest import ReceiverCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TOKEN = "loop-token"
-NAMESPACE = "forecast"
 
 
 def as_alertmanager_config(route: dict, token: str) -> dict:
@@ -78,7 +75,9 @@ def as_alertmanager_config(route: dict, token: str) -> dict:
     }
 
 
-def test_a_realized_error_alert_starts_a_training_job(mlflow_env, tmp_path, capsys):
+def test_a_realized_error_alert_starts_a_training_job(
+    mlflow_env, control_plane, kube_namespace, tmp_path, capsys
+):
     ticker = f"L{uuid.uuid4().hex[:6].upper()}.SA"
     experiment = f"prices-{ticker}"
     prices = SyntheticSource(seed=13, first_date=date(2021, 1, 4), end=date(2023, 12, 29)).fetch(
@@ -99,6 +98,7 @@ def test_a_realized_error_alert_starts_a_training_job(mlflow_env, tmp_path, caps
         "retrainer.alertmanager.groupWait=1s,retrainer.alertmanager.groupInterval=1s",
         "--set",
         f"retrainer.port={retrain_port}",
+        namespace=kube_namespace,
     )
     (rule,) = by_kind(docs, "PrometheusRule")
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
@@ -110,24 +110,27 @@ def test_a_realized_error_alert_starts_a_training_job(mlflow_env, tmp_path, caps
         ]["env"]
     }
 
-    api = KubeApiStandIn(docs).start()
     predictor = PredictorProcess(
         tmp_path, mlflow_env, "--tickers", ticker, "--prices-experiment", experiment
     )
-    receiver = RetrainerProcess(
+    cluster = ReceiverCluster(
+        control_plane,
+        kube_namespace,
+        docs,
         tmp_path,
-        api.kubeconfig(tmp_path / "kubeconfig"),
         TOKEN,
-        *("--tickers", ticker, "--namespace", NAMESPACE),
-        *("--template-configmap", env["PETR4_RETRAIN_TEMPLATE_CONFIGMAP"]),
-        *("--job-selector", env["PETR4_RETRAIN_JOB_SELECTOR"]),
+        [
+            *("--tickers", ticker, "--namespace", kube_namespace),
+            *("--template-configmap", env["PETR4_RETRAIN_TEMPLATE_CONFIGMAP"]),
+            *("--job-selector", env["PETR4_RETRAIN_JOB_SELECTOR"]),
+        ],
         port=retrain_port,  # the one the AlertmanagerConfig's URL names
     )
+    receiver = cluster.receiver
     alertmanager = server_or_skip(
         lambda: AlertmanagerServer(tmp_path, as_alertmanager_config(route, TOKEN))
     )
     with contextlib.ExitStack() as running:
-        running.callback(api.stop)
         for server in (receiver, alertmanager, predictor):
             running.callback(server.stop)
             server.start()
@@ -138,18 +141,16 @@ def test_a_realized_error_alert_starts_a_training_job(mlflow_env, tmp_path, caps
                 tmp_path,
                 [f"127.0.0.1:{predictor.metrics_port}"],
                 rule_files=[tmp_path / "rules.yaml"],
-                labels={"namespace": NAMESPACE},
+                labels={"namespace": kube_namespace},
                 alertmanagers=[f"127.0.0.1:{alertmanager.port}"],
             )
         )
         running.callback(prometheus.stop)
         prometheus.start()
-        wait_until(lambda: api.created(), 90, "the training Job to be requested", interval=0.2)
+        wait_until(cluster.jobs, 90, "the training Job to be created", interval=0.2)
         seconds = time.monotonic() - crossed
 
-    (job,) = api.created()
-    for version in ("1.30.0", "1.37.0"):
-        kubernetes_validate.validate(job, version, strict=True)
+    (job,) = cluster.jobs()
     assert job["metadata"]["labels"]["petr4.io/trigger"] == "alert"
     train = job["spec"]["template"]["spec"]["containers"][0]
     assert train["command"] == ["petr4-train"]  # pooled: the list, from the tickers ConfigMap
@@ -158,6 +159,6 @@ def test_a_realized_error_alert_starts_a_training_job(mlflow_env, tmp_path, caps
     assert ticker in json.loads(named(docs, "ConfigMap", ref["name"])["data"][ref["key"]])
     with capsys.disabled():
         print(
-            f"\nalert loop: metric above naive's to the Job request in {seconds:.1f} s "
+            f"\nalert loop: metric above naive's to the Job created in {seconds:.1f} s "
             "(scrape 1 s, evaluation 1 s, for: 3s, Alertmanager group wait 1 s)"
         )

@@ -1,21 +1,19 @@
-"""petr4-retrain as a real process: Alertmanager's webhooks in, the Kubernetes API calls out.
-
-The API is the stand-in of scripts/harness/kube_api.py (no API server can start here), fed
-the chart's own rendering; every assertion is on the requests it recorded.
-"""
+"""petr4-retrain as a real process: Alertmanager's webhooks in, training Jobs out through a
+real Kubernetes API server (the control plane of k8s/node/), as the chart's own ServiceAccount,
+Role and RoleBinding allow it; what it asked the API, the server's audit log says."""
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.request
+import uuid
 
-import kubernetes_validate
 import pytest
 
 from scripts.harness.chart import Helm, named, training_job
-from scripts.harness.kube_api import KubeApiStandIn
-from scripts.harness.processes import RetrainerProcess
 from tests.helpers import tool_or_skip
+from tests.integration.conftest import ReceiverCluster
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +21,10 @@ TOKEN = "s3cret-shared-token"
 TICKERS = ["PETR4.SA", "VALE3.SA"]
 
 
-def render(*flags: str) -> list[dict]:
+def render(namespace: str, *flags: str) -> list[dict]:
     helm = Helm(tool_or_skip("helm"))
-    return helm.template("--set-json", f"tickers={TICKERS}".replace("'", '"'), *flags)
-
-
-@pytest.fixture(scope="module")
-def rendering():
-    """The chart's defaults: the tickers trained pooled."""
-    return render()
+    tickers = json.dumps(TICKERS)
+    return helm.template("--set-json", f"tickers={tickers}", *flags, namespace=namespace)
 
 
 def receiver_args(rendering: list[dict], cooldown: str) -> list[str]:
@@ -42,38 +35,28 @@ def receiver_args(rendering: list[dict], cooldown: str) -> list[str]:
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     return [
-        "--tickers",
-        *TICKERS,
-        "--alert-name",
-        env["PETR4_RETRAIN_ALERT_NAME"],
-        "--namespace",
-        env["PETR4_RETRAIN_NAMESPACE"],
-        "--template-configmap",
-        env["PETR4_RETRAIN_TEMPLATE_CONFIGMAP"],
-        "--job-selector",
-        env["PETR4_RETRAIN_JOB_SELECTOR"],
-        "--cooldown-seconds",
-        cooldown,
+        *("--tickers", *TICKERS),
+        *("--alert-name", env["PETR4_RETRAIN_ALERT_NAME"]),
+        *("--namespace", env["PETR4_RETRAIN_NAMESPACE"]),
+        *("--template-configmap", env["PETR4_RETRAIN_TEMPLATE_CONFIGMAP"]),
+        *("--job-selector", env["PETR4_RETRAIN_JOB_SELECTOR"]),
+        *("--cooldown-seconds", cooldown),
     ]
 
 
 @pytest.fixture
-def cluster(rendering, tmp_path, request):
-    """The stand-in API and a receiver using it; ``cooldown`` by indirect parametrization."""
-    api = KubeApiStandIn(rendering).start()
-    cooldown = getattr(request, "param", "86400")
-    receiver = RetrainerProcess(
-        tmp_path,
-        api.kubeconfig(tmp_path / "kubeconfig"),
-        TOKEN,
-        *receiver_args(rendering, cooldown),
-    )
+def cluster(control_plane, kube_namespace, tmp_path, request):
+    """The chart's defaults (pooled); ``cooldown`` by indirect parametrization."""
+    flags = getattr(request, "param", {}).get("flags", [])
+    cooldown = getattr(request, "param", {}).get("cooldown", "86400")
+    rendering = render(kube_namespace, *flags)
+    args = receiver_args(rendering, cooldown)
+    found = ReceiverCluster(control_plane, kube_namespace, rendering, tmp_path, TOKEN, args)
     try:
-        receiver.start()
-        yield api, receiver
+        found.receiver.start()
+        yield found
     finally:
-        receiver.stop()
-        api.stop()
+        found.receiver.stop()
 
 
 def webhook(*alerts: dict) -> dict:
@@ -105,17 +88,33 @@ def outcomes(answer: dict) -> list[str]:
     return [o["outcome"] for o in answer["outcomes"]]
 
 
-def test_a_firing_alert_starts_the_charts_training_job(cluster, rendering):
+def test_a_firing_alert_starts_the_charts_training_job(cluster):
     """Pooled, a ticker's model is the pooled one: the alert retrains the whole list."""
-    api, receiver = cluster
-    status, answer = receiver.post(webhook(alert()), TOKEN)
+    status, answer = cluster.receiver.post(webhook(alert()), TOKEN)
     assert (status, outcomes(answer)) == (200, ["started"])
-    (job,) = api.created()
-    assert [m for m, _ in api.requests] == ["GET", "GET", "POST"]  # template, list, create
-    for version in ("1.30.0", "1.37.0"):
-        kubernetes_validate.validate(job, version, strict=True)
-    # The install's training Job, trained anew: the same pod, under a generated name.
-    assert job["spec"]["template"]["spec"] == training_job(rendering)["spec"]["template"]["spec"]
+    (job,) = cluster.jobs()
+    assert cluster.requests() == [
+        ("get", "configmaps", 200),
+        ("list", "jobs", 200),
+        ("create", "jobs", 201),
+    ]
+    # The install's training Job, trained anew: the same pod as the API server defaults it,
+    # under a generated name.
+    install = training_job(cluster.rendering)
+    install["metadata"]["name"] = f"dry-{uuid.uuid4().hex[:6]}"
+    dry = json.loads(
+        cluster.kube.kubectl(
+            "create",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+            stdin=json.dumps(install),
+            namespace=cluster.namespace,
+        )
+    )
+    assert job["spec"]["template"]["spec"] == dry["spec"]["template"]["spec"]
     assert job["metadata"]["name"].startswith("petr4-retrain-all-")
     labels = job["metadata"]["labels"]
     assert labels["petr4.io/covers"] == "all" and labels["petr4.io/trigger"] == "alert"
@@ -124,66 +123,46 @@ def test_a_firing_alert_starts_the_charts_training_job(cluster, rendering):
 
 
 def test_no_second_job_while_one_runs_nor_within_the_cooldown(cluster):
-    api, receiver = cluster
-    receiver.post(webhook(alert()), TOKEN)
-    (job,) = api.created()
-    status, answer = receiver.post(webhook(alert(), alert()), TOKEN)  # a storm of repeats
+    cluster.receiver.post(webhook(alert()), TOKEN)
+    (job,) = cluster.jobs()
+    status, answer = cluster.receiver.post(webhook(alert(), alert()), TOKEN)  # a storm of repeats
     assert (status, outcomes(answer)) == (200, ["active", "active"])
-    status, answer = receiver.post(webhook(alert("VALE3.SA")), TOKEN)  # the same training
+    status, answer = cluster.receiver.post(webhook(alert("VALE3.SA")), TOKEN)  # the same training
     assert (status, outcomes(answer)) == (200, ["active"])
-    api.finish(job["metadata"]["name"])
-    status, answer = receiver.post(webhook(alert()), TOKEN)
+    cluster.fail(job["metadata"]["name"])
+    status, answer = cluster.receiver.post(webhook(alert()), TOKEN)
     assert (status, outcomes(answer)) == (200, ["cooldown"])
-    assert len(api.created()) == 1
+    assert len(cluster.jobs()) == 1
 
 
-@pytest.fixture
-def per_ticker_cluster(tmp_path):
-    rendering = render("--set", "trainer.mode=per-ticker")
-    api = KubeApiStandIn(rendering).start()
-    receiver = RetrainerProcess(
-        tmp_path,
-        api.kubeconfig(tmp_path / "kubeconfig"),
-        TOKEN,
-        *receiver_args(rendering, "86400"),
-    )
-    try:
-        receiver.start()
-        yield api, receiver
-    finally:
-        receiver.stop()
-        api.stop()
-
-
-def test_per_ticker_each_alert_retrains_its_own_ticker(per_ticker_cluster):
-    api, receiver = per_ticker_cluster
-    status, answer = receiver.post(webhook(alert()), TOKEN)
+@pytest.mark.parametrize(
+    "cluster", [{"flags": ["--set", "trainer.mode=per-ticker"]}], indirect=True
+)
+def test_per_ticker_each_alert_retrains_its_own_ticker(cluster):
+    status, answer = cluster.receiver.post(webhook(alert()), TOKEN)
     assert (status, outcomes(answer)) == (200, ["started"])
-    (job,) = api.created()
-    kubernetes_validate.validate(job, "1.30.0", strict=True)
+    (job,) = cluster.jobs()
     assert job["metadata"]["name"].startswith("petr4-retrain-petr4-sa-")
     assert job["metadata"]["labels"]["petr4.io/covers"] == "petr4-sa"
     (train,) = job["spec"]["template"]["spec"]["containers"]
     assert train["command"][:3] == ["petr4-train", "--ticker", "PETR4.SA"]
-    assert "completionMode" not in job["spec"]  # one ticker: an ordinary Job
-    status, answer = receiver.post(webhook(alert("VALE3.SA")), TOKEN)  # tickers are apart
-    assert outcomes(answer) == ["started"] and len(api.created()) == 2
-    status, answer = receiver.post(webhook(alert()), TOKEN)
-    assert outcomes(answer) == ["active"] and len(api.created()) == 2
+    assert job["spec"]["completionMode"] == "NonIndexed"  # one ticker: an ordinary Job
+    status, answer = cluster.receiver.post(webhook(alert("VALE3.SA")), TOKEN)  # tickers are apart
+    assert outcomes(answer) == ["started"] and len(cluster.jobs()) == 2
+    status, answer = cluster.receiver.post(webhook(alert()), TOKEN)
+    assert outcomes(answer) == ["active"] and len(cluster.jobs()) == 2
 
 
-@pytest.mark.parametrize("cluster", ["0"], indirect=True)
+@pytest.mark.parametrize("cluster", [{"cooldown": "0"}], indirect=True)
 def test_after_the_cooldown_a_finished_training_may_be_followed(cluster):
-    api, receiver = cluster
-    receiver.post(webhook(alert()), TOKEN)
-    api.finish(api.created()[0]["metadata"]["name"])
-    status, answer = receiver.post(webhook(alert()), TOKEN)
-    assert (status, outcomes(answer)) == (200, ["started"]) and len(api.created()) == 2
+    cluster.receiver.post(webhook(alert()), TOKEN)
+    cluster.fail(cluster.jobs()[0]["metadata"]["name"])
+    status, answer = cluster.receiver.post(webhook(alert()), TOKEN)
+    assert (status, outcomes(answer)) == (200, ["started"]) and len(cluster.jobs()) == 2
 
 
 def test_resolved_other_and_unknown_alerts_are_acknowledged_and_ignored(cluster):
-    api, receiver = cluster
-    status, answer = receiver.post(
+    status, answer = cluster.receiver.post(
         webhook(
             alert(status="resolved"),
             alert(name="Petr4HighLatency"),
@@ -194,7 +173,7 @@ def test_resolved_other_and_unknown_alerts_are_acknowledged_and_ignored(cluster)
     )
     assert status == 200
     assert outcomes(answer) == ["resolved", "other_alert", "unknown_ticker", "unknown_ticker"]
-    assert api.requests == []  # the cluster was not asked anything
+    assert cluster.requests() == []  # the cluster was not asked anything
 
 
 @pytest.mark.parametrize(
@@ -218,18 +197,29 @@ def test_resolved_other_and_unknown_alerts_are_acknowledged_and_ignored(cluster)
     ],
 )
 def test_bad_calls_are_refused_and_create_nothing(cluster, body, token, code, error):
-    api, receiver = cluster
-    status, answer = receiver.post(body, token)
+    status, answer = cluster.receiver.post(body, token)
     assert status == code and error in answer["error"]
-    assert api.requests == []
+    assert cluster.requests() == []
+
+
+def test_what_its_role_does_not_grant_the_api_server_refuses(cluster):
+    """The receiver's account, as the chart binds it: Jobs yes, anything else no."""
+    as_receiver = ["kubectl", "--kubeconfig", str(cluster.kubeconfig)]
+    for refused in (
+        ["get", "secrets"],
+        ["delete", "job", "petr4-train"],
+        ["get", "configmap", "petr4-tickers"],
+    ):
+        done = cluster.kube.run([*as_receiver, *refused], check=False)
+        assert done.returncode != 0 and "Forbidden" in done.stderr, refused
+    assert cluster.kube.run([*as_receiver, "get", "jobs"]).returncode == 0
 
 
 def test_metrics_count_webhooks_by_outcome_and_jobs_started(cluster):
-    _, receiver = cluster
-    receiver.post(webhook(alert()), TOKEN)
-    receiver.post(webhook(alert()), "wrong")
-    receiver.post(b"[]", TOKEN)
-    text = urllib.request.urlopen(receiver.metrics_url).read().decode()
+    cluster.receiver.post(webhook(alert()), TOKEN)
+    cluster.receiver.post(webhook(alert()), "wrong")
+    cluster.receiver.post(b"[]", TOKEN)
+    text = urllib.request.urlopen(cluster.receiver.metrics_url).read().decode()
     for series, value in (
         ('petr4_retrain_webhooks_total{outcome="accepted"}', 1),
         ('petr4_retrain_webhooks_total{outcome="unauthorized"}', 1),

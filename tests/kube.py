@@ -1,0 +1,128 @@
+"""What the integration and cluster tiers share to talk to a node of k8s/node/: its status,
+kubectl (the node's own build) and helm with its kubeconfig, and its API server's audit log."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts.harness.chart import CHART
+from tests.helpers import REPO
+
+NODE = [sys.executable, str(REPO / "k8s" / "node" / "node.py")]
+NAMESPACE = "forecast"
+
+
+def node_status(name: str = "petr4") -> dict:
+    done = subprocess.run(
+        [*NODE, "--name", name, "status", "--json"], capture_output=True, text=True
+    )
+    return json.loads(done.stdout) if done.stdout.strip() else {}
+
+
+@dataclass
+class Kube:
+    """kubectl and helm against one node, run from the repository's root as users run them."""
+
+    kubeconfig: str
+    kubectl_bin: str
+    helm_bin: str = ""
+    audit_log: str = ""
+
+    @classmethod
+    def of(cls, status: dict, helm: str = "") -> Kube:
+        kubectl = str(Path(status["bin"]) / "kubectl")
+        return cls(status["kubeconfig"], kubectl, helm, status.get("audit_log", ""))
+
+    def run(self, command: list[str], timeout: float = 1800, stdin: str | None = None, check=True):
+        binary = {"helm": self.helm_bin, "kubectl": self.kubectl_bin}[command[0]]
+        # The README names the chart by its path from the repository's root.
+        args = [str(CHART) if word == "charts/petr4" else word for word in command[1:]]
+        done = subprocess.run(
+            [binary, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            env=os.environ | {"KUBECONFIG": self.kubeconfig},
+        )
+        if check:
+            assert done.returncode == 0, f"{' '.join(command)}\n{done.stdout}{done.stderr}"
+        return done
+
+    def kubectl(self, *args: str, stdin: str | None = None, namespace: str = NAMESPACE) -> str:
+        return self.run(["kubectl", "-n", namespace, *args], stdin=stdin).stdout
+
+    def helm(self, *args: str, timeout: float = 1800) -> str:
+        return self.run(["helm", *args], timeout=timeout).stdout
+
+    def get(self, *what: str, namespace: str = NAMESPACE) -> dict:
+        return json.loads(self.kubectl("get", *what, "-o", "json", namespace=namespace))
+
+    def apply(self, objects: list[dict], namespace: str = NAMESPACE) -> None:
+        listing = {"apiVersion": "v1", "kind": "List", "items": objects}
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(listing), namespace=namespace)
+
+    def secret(self, name: str, key: str, namespace: str = NAMESPACE) -> bytes:
+        field = key.replace(".", "\\.")
+        encoded = self.kubectl(
+            "get", "secret", name, "-o", f"jsonpath={{.data.{field}}}", namespace=namespace
+        )
+        return base64.b64decode(encoded)
+
+    def forward(self, target: str, port: int, remote: int) -> subprocess.Popen:
+        """``kubectl port-forward`` from the host's loopback, through the API server."""
+        return subprocess.Popen(
+            [self.kubectl_bin, "-n", NAMESPACE, "port-forward", target, f"{port}:{remote}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=os.environ | {"KUBECONFIG": self.kubeconfig},
+        )
+
+    def token_kubeconfig(self, path: Path, service_account: str, namespace: str) -> Path:
+        """A kubeconfig that is ``service_account`` (a token the API server issues for it):
+        whoever uses it has that account's rights, and no more."""
+        token = self.kubectl("create", "token", service_account, namespace=namespace).strip()
+        admin = json.loads(self.run(["kubectl", "config", "view", "--raw", "-o", "json"]).stdout)
+        (cluster,) = admin["clusters"]
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [cluster],
+                    "users": [{"name": service_account, "user": {"token": token}}],
+                    "contexts": [
+                        {
+                            "name": "sa",
+                            "context": {
+                                "cluster": cluster["name"],
+                                "user": service_account,
+                                "namespace": namespace,
+                            },
+                        }
+                    ],
+                    "current-context": "sa",
+                }
+            )
+        )
+        return path
+
+    def requests_by(self, user: str) -> list[tuple[str, str, int]]:
+        """(verb, resource, response code) of each request ``user`` made, from the API
+        server's audit log."""
+        found = []
+        for line in Path(self.audit_log).read_text().splitlines():
+            event = json.loads(line)
+            if event["user"]["username"] == user and event["stage"] == "ResponseComplete":
+                ref = event.get("objectRef", {})
+                found.append(
+                    (event["verb"], ref.get("resource", ""), event["responseStatus"]["code"])
+                )
+        return found
