@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from services.core.forecaster import ArtifactError, ForecastModel, Forecasts
 from services.core.naming import CHAMPION_ALIAS, registered_model_name
 from services.core.scoring import against_naive, interval_scores
+from services.core.tracking import surviving_lost_answers
 from trainer.data import target_dates
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,34 @@ class Decision:
     champion_interval_score: float | None = None
 
 
-def current_champion(client: MlflowClient, name: str):
+def ensure_registered(client: MlflowClient, name: str) -> None:
+    """The registered model, created (empty: no version, no alias) where it is not yet. Its
+    champion is asked for only after this: MLflow's accounts refuse a user what it asks of a
+    model that does not exist (403), which says nothing about a champion."""
     try:
-        return client.get_model_version_by_alias(name, CHAMPION_ALIAS)
-    except MlflowException:
-        return None
+        surviving_lost_answers(
+            lambda: client.create_registered_model(
+                name, description="Next-day close forecaster (LSTM, ONNX)"
+            )
+        )
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def current_champion(client: MlflowClient, name: str):
+    """The version the alias names; None only where the registry says there is none (no
+    such model, or no such alias). Any other answer is raised: a registry that cannot say
+    must not be read as "no champion", which would promote on the median alone."""
+    try:
+        return surviving_lost_answers(
+            lambda: client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        )
+    except MlflowException as exc:
+        no_alias = exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in exc.message
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or no_alias:
+            return None
+        raise
 
 
 class Champions:
@@ -195,15 +219,24 @@ def register(
     tags: dict[str, str],
     decision: Decision,
 ) -> str:
-    """Register the run's model folder as a new version and move the alias if decided."""
-    try:
-        client.create_registered_model(name, description="Next-day close forecaster (LSTM, ONNX)")
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    version = client.create_model_version(name, source=source, run_id=run_id, tags=tags).version
+    """Register the run's model folder as a new version and move the alias if decided. Each
+    call survives a lost answer (a server replica gone mid-call): the version is looked for
+    before it is asked for again, so it is never registered twice."""
+    ensure_registered(client, name)
+
+    def registered_already():
+        found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        return next((v for v in found if v.source == source), None)
+
+    created = surviving_lost_answers(
+        lambda: client.create_model_version(name, source=source, run_id=run_id, tags=tags),
+        done=registered_already,
+    )
+    version = created.version
     if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+        surviving_lost_answers(
+            lambda: client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+        )
     log.info(
         "registered %s v%s; champion %s: %s",
         name,

@@ -28,7 +28,7 @@ from services.core.snapshots import SnapshotStore
 from trainer.data import DataError
 from trainer.evaluate import evaluate
 from trainer.inputs import Lineage, dataset_inputs, load_prices, run_params
-from trainer.registry import Champions, Decision, decide, register
+from trainer.registry import Champions, Decision, decide, ensure_registered, register
 from trainer.report import write_reports
 from trainer.settings import TrainSettings
 from trainer.walk_forward import Evidence, FoldRun, membership, pooled, trailing_folds, train_fold
@@ -76,6 +76,7 @@ def _register(
         champions = Champions(Path(folder))
         for ticker, record in evidence.items():
             name = registered_model_name(ticker)
+            ensure_registered(client, name)
             decision = decide(
                 client,
                 ticker,

@@ -1,6 +1,7 @@
 """Networks staged for tests and benchmarks, all TCP relays on loopback: a proxy that drops or
-holds connections at a known moment, a balancer that spreads connections over backends as a
-Service does, and a proxy that counts the HTTP requests passing through it."""
+holds connections at a known moment, one that loses the answer to a request the server did
+carry out, a balancer that spreads connections over backends as a Service does, and a proxy
+that counts the HTTP requests passing through it."""
 
 from __future__ import annotations
 
@@ -26,9 +27,13 @@ class Relay:
         """The upstream of a new connection; None closes the client's at once."""
         raise NotImplementedError
 
-    def passing(self, data: bytes, tail: bytes) -> bool:
-        """Sees what a client sends (``tail``: the end of what it sent before); False holds
-        the connection as it is, forever."""
+    def passing(self, data: bytes, tail: bytes, connection: dict) -> bool:
+        """Sees what a client sends (``tail``: the end of what it sent before; ``connection``:
+        a dict of this connection's own); False holds the connection as it is, forever."""
+        return True
+
+    def returning(self, data: bytes, connection: dict) -> bool:
+        """Sees what the server sends back; False closes the connection instead of passing it."""
         return True
 
     def _accept(self) -> None:
@@ -41,18 +46,21 @@ class Relay:
             if upstream is None:
                 client.close()
                 continue
-            for source, sink, inspect in ((client, upstream, True), (upstream, client, False)):
+            connection: dict = {}
+            for source, sink, outbound in ((client, upstream, True), (upstream, client, False)):
                 threading.Thread(
-                    target=self._pump, args=(source, sink, inspect), daemon=True
+                    target=self._pump, args=(source, sink, outbound, connection), daemon=True
                 ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, inspect: bool) -> None:
+    def _pump(self, source, sink, outbound: bool, connection: dict) -> None:
         tail, held = b"", False
         try:
             while data := source.recv(65536):
-                if inspect and not self.passing(data, tail):
+                if outbound and not self.passing(data, tail, connection):
                     held = True
                     return  # the client now waits for an answer that never comes
+                if not outbound and not self.returning(data, connection):
+                    return  # closed: the answer is lost on the way
                 tail = (tail + data)[-64:]
                 sink.sendall(data)
         except OSError:
@@ -86,9 +94,39 @@ class TcpProxy(Relay):
             return None
         return socket.create_connection(("127.0.0.1", self.target_port))
 
-    def passing(self, data: bytes, tail: bytes) -> bool:
+    def passing(self, data: bytes, tail: bytes, connection: dict) -> bool:
         if self.hold and data.startswith(self.hold):
             self.held.set()
+            return False
+        return True
+
+
+class AnswerLosingProxy(Relay):
+    """A proxy that lets each request starting with ``request`` reach the server and carries
+    it out there, then closes the client's connection before the answer gets back, the first
+    ``times`` times: as when a server's replica goes away mid-call."""
+
+    def __init__(self, target_port: int, request: bytes, times: int = 1):
+        self.target_port, self.request, self.left = target_port, request, times
+        self.lost = 0
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def connect(self) -> socket.socket | None:
+        return socket.create_connection(("127.0.0.1", self.target_port))
+
+    def passing(self, data: bytes, tail: bytes, connection: dict) -> bool:
+        if data.startswith(self.request):
+            with self._lock:
+                if self.left > 0:
+                    self.left -= 1
+                    connection["lose"] = True
+        return True
+
+    def returning(self, data: bytes, connection: dict) -> bool:
+        if connection.get("lose"):
+            with self._lock:
+                self.lost += 1
             return False
         return True
 
@@ -132,7 +170,7 @@ class CountingProxy(Relay):
     def connect(self) -> socket.socket | None:
         return socket.create_connection(("127.0.0.1", self.target_port))
 
-    def passing(self, data: bytes, tail: bytes) -> bool:
+    def passing(self, data: bytes, tail: bytes, connection: dict) -> bool:
         # A request line may straddle two reads: count the ones the new data completes.
         found = len(self._REQUEST.findall(tail + data)) - len(self._REQUEST.findall(tail))
         with self._lock:

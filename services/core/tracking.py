@@ -12,6 +12,7 @@ the bound. A pod that starts beside the server may wait for it (``--mlflow-wait-
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
 import sys
@@ -168,3 +169,50 @@ def describe(error: Exception, uri: str) -> str:
             return f"MLflow at {uri} stopped answering ({reason}): is the server running?"
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return f"MLflow at {uri} failed a call: {first[:240]}"
+
+
+def lost_answer(error: BaseException) -> bool:
+    """An MLflow call whose answer never came back: the connection was refused, reset or
+    closed before the server answered (a replica of it gone mid-call, say)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    cause = error.__cause__ or error.__context__
+    return isinstance(error, MlflowException) and isinstance(
+        cause, requests.exceptions.ConnectionError
+    )
+
+
+@contextlib.contextmanager
+def _no_blind_retries():
+    """MLflow's client repeats any call once, POSTs included, whatever happened to the first:
+    a version whose answer was lost would be registered twice. Here it does not."""
+    before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = before
+
+
+def surviving_lost_answers(call, done=None, attempts: int = 5, pause_seconds: float = 1.0):
+    """``call()``, repeated while its answer is lost on the way. A call that changes something
+    is repeated only once ``done()`` finds no trace of it: ``done`` returns what the call
+    would have returned, had it happened, or None. Any other error is raised at once."""
+    attempt = 1
+    while True:
+        try:
+            with _no_blind_retries():
+                return call()
+        except Exception as error:
+            if not lost_answer(error) or attempt == attempts:
+                raise
+        time.sleep(pause_seconds * attempt)
+        attempt += 1
+        if done is not None:
+            found = surviving_lost_answers(done, attempts=attempts, pause_seconds=pause_seconds)
+            if found is not None:
+                return found
