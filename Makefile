@@ -97,6 +97,14 @@ cluster: ## build (once, cached by version) and start one node of upstream Kuber
 cluster-down: ## stop that node: no process, mount, namespace or file of it is left
 	$(NODE) down
 
+.PHONY: deploy
+deploy: $(STAMP) ## on that node, what `skaffold run` does: build the images, load them, install the chart
+	$(PY) scripts/dev_loop.py run
+
+.PHONY: dev
+dev: $(STAMP) ## on that node, what `skaffold dev` does: deploy again at every change
+	$(PY) scripts/dev_loop.py dev
+
 .PHONY: bench
 bench: bench-accuracy bench-serving bench-scale bench-containers ## run every benchmark; reports land in bench/reports/
 

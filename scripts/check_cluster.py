@@ -24,8 +24,9 @@ GRAFANA = "http://localhost:3000"
 PROMETHEUS = "http://localhost:9090"
 EXPECTED_ALERTS = {"Watchdog"}  # kube-prometheus-stack's always-firing heartbeat
 
-# Calls the predictor through its Service, over TLS with the token, until SIGTERM; then prints
-# how many calls answered, the failures' codes and the model versions seen, in order.
+# Calls the predictor through its Service, over TLS with the token, until SIGTERM. It prints a
+# line at its first answer and whenever the served version changes, and at the end how many
+# calls answered, the failures' codes and the model versions seen, in order.
 CALLER = """
 import json, signal, time
 from pathlib import Path
@@ -41,6 +42,7 @@ with ForecastClient("petr4-predictor:50051", timeout=5, tls=tls, token=token) as
             ok += 1
             if not versions or versions[-1] != version:
                 versions.append(version)
+                print(json.dumps({"progress": versions}), flush=True)
         except grpc.RpcError as error:
             failed.append(error.code().name)
         time.sleep(0.05)
@@ -90,6 +92,19 @@ def start_caller(kubectl=kubectl) -> None:
     }
     kubectl("apply", "-f", "-", stdin=json.dumps(pod))
     kubectl("wait", "--for=condition=Ready", "pod/caller", "--timeout=300s")
+    wait_for_version(None, kubectl)  # its first answer: calls flow from here on
+
+
+def wait_for_version(version: str | None, kubectl=kubectl, seconds: float = 300) -> None:
+    """Until the caller has had an answer from ``version`` (None: any version)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for line in kubectl("logs", "caller").splitlines():
+            seen = json.loads(line).get("progress", [])
+            if seen and (version is None or version in seen):
+                return
+        time.sleep(1)
+    raise SystemExit(f"the caller saw no answer from version {version or 'any'} in {seconds:.0f} s")
 
 
 def stop_caller(kubectl=kubectl) -> dict:
@@ -98,6 +113,8 @@ def stop_caller(kubectl=kubectl) -> dict:
     kubectl("exec", "caller", "--", "python", "-c", signal_it)
     kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/caller", "--timeout=120s")
     counts = json.loads(kubectl("logs", "caller").strip().splitlines()[-1])
+    if "ok" not in counts:
+        raise SystemExit(f"the caller ended without its counts: {counts}")
     kubectl("delete", "pod", "caller")
     return counts
 

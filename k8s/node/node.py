@@ -327,7 +327,7 @@ def start_worker(node: Node, starter: Starter, build: Path) -> None:
     )
 
 
-def local_volumes(node: Node, count: int = 8, size: str = "20Gi") -> dict:
+def local_volumes(node: Node, count: int = 16, size: str = "20Gi") -> dict:
     """``count`` local PersistentVolumes of the default StorageClass, each a folder of the
     node's state; a claim binds one when its pod is scheduled."""
     volumes = []

@@ -3,7 +3,8 @@ from this project: the pod sandbox (pause/) and the cluster DNS (coredns/).
 
 A build is cached outside the clone under a key made of everything it is built from (go.mod,
 go.sum, the project's own Go files, the Go release and the recipe below), so it runs once
-per pinned version: a changed version is a new key, and the older build is removed.
+per pinned version: a changed version is a new key, and the older build is removed. Go's own
+build cache for it (about 4 GB) is a folder of its own, removed once the build is complete.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def _go(*args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         ["go", *args],
         cwd=HERE,
-        env=os.environ | {"GOTOOLCHAIN": "local"} | (env or {}),
+        env=os.environ | {"GOTOOLCHAIN": "local", "GOCACHE": str(CACHE / "go-build")} | (env or {}),
         capture_output=True,
         text=True,
     )
@@ -175,7 +176,7 @@ def build(log=print) -> Path:
     (out / "versions.json").write_text(json.dumps(pinned, indent=2) + "\n")
     (out / "complete").touch()
     for stale in CACHE.iterdir():  # one build per machine: an older key's is never used again
-        if stale.is_dir() and stale.name != key:
+        if stale.is_dir() and stale.name != key:  # and Go's build cache is not needed again
             shutil.rmtree(stale, ignore_errors=True)
     return out
 

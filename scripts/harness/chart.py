@@ -152,13 +152,18 @@ def documented_commands(text: str, program: str = "helm") -> list[list[str]]:
     return commands
 
 
-def readme_command(*needles: str) -> list[str]:
-    """The one helm command of the README's "Run on kind" that contains every needle."""
+def readme_command(*needles: str, program: str = "helm") -> list[str]:
+    """The one ``program`` command of the README's "Run on Kubernetes" with every needle."""
     text = (REPO / "README.md").read_text()
-    section = text[text.index("## Run on kind") :]
-    matches = [c for c in documented_commands(section) if all(n in " ".join(c) for n in needles)]
+    section = text[text.index("## Run on Kubernetes") :]
+    section = section[: section.index("\n## ")]
+    matches = [
+        c for c in documented_commands(section, program) if all(n in " ".join(c) for n in needles)
+    ]
     if len(matches) != 1:
-        raise LookupError(f"README's Run on kind has {len(matches)} helm commands with {needles}")
+        raise LookupError(
+            f"the README's Run on Kubernetes has {len(matches)} {program} commands with {needles}"
+        )
     return matches[0]
 
 
