@@ -4,7 +4,8 @@ starts: skaffold's module is not served to these machines, so this runs its sequ
     python scripts/dev_loop.py run [-- HELM FLAGS]   build, load into the node, deploy, wait
     python scripts/dev_loop.py dev [-- HELM FLAGS]   the same, then again at every change to
                                                      an image's inputs or to the chart; on
-                                                     Ctrl-C it uninstalls the release
+                                                     Ctrl-C it uninstalls the release and
+                                                     removes the images it built
 
 From skaffold.yaml, as skaffold reads it: the artifacts (image and Dockerfile), each tagged
 by the digest of its inputs (its inputDigest policy: the Dockerfile and the files it copies),
@@ -121,6 +122,7 @@ class Loop:
             raise LoopError("no node runs here: `make cluster` (as root) starts one")
         self.kubectl = str(Path(node["bin"]) / "kubectl")  # the node's own release
         self.env = os.environ | {"KUBECONFIG": node["kubeconfig"]}  # the node, whatever else is set
+        self.built: list[str] = []  # what this loop built, removed by dev's clean-up
 
     def build(self) -> dict[str, str]:
         """Every artifact at the tag of its inputs' digest; built where Docker lacks it."""
@@ -136,7 +138,7 @@ class Loop:
             except docker.errors.ImageNotFound:
                 wanted[image.removeprefix("petr4-")] = tag
         if wanted:
-            build_all(wanted, REPO)
+            self.built += build_all(wanted, REPO).values()
         return refs
 
     def load(self, refs: dict[str, str]) -> None:
@@ -209,10 +211,23 @@ class Loop:
                         print(f"dev_loop: {error}", file=sys.stderr, flush=True)
                     print("watching for changes (Ctrl-C ends the loop)", flush=True)
         except KeyboardInterrupt:
-            if cleanup:
+            if cleanup:  # as skaffold dev: the release, then the images it built
                 r = self.release
                 self._helm("uninstall", r["name"], "-n", r["namespace"], "--wait", check=False)
                 print(f"uninstalled {r['name']}", flush=True)
+                self.prune()
+
+    def prune(self) -> None:
+        import docker
+
+        client = docker.from_env(timeout=600)
+        for ref in self.built:
+            try:
+                client.images.remove(ref)
+            except docker.errors.APIError:
+                continue  # still used: a later build tagged the same image, say
+        if self.built:
+            print(f"removed {len(self.built)} images it built", flush=True)
 
     def _helm(self, *args: str, timeout: float = 600, check: bool = True):
         done = subprocess.run(
