@@ -18,67 +18,19 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from services.core.features import WARMUP, Scaler, Windows, features_and_unit
+from services.core.features import WARMUP, features_and_unit
+from services.core.windows import Scaler, Windows
 from trainer.errors import DataError
+from trainer.splits import MIN_TRAIN_SAMPLES, Splits, split_by_date, target_dates
 
-MIN_TRAIN_SAMPLES = 100
-
-__all__ = ["MIN_TRAIN_SAMPLES", "DataError", "PriceDataModule", "Splits", "TickerSeries"]
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Inclusive target-date ranges of the three splits."""
-
-    train: tuple[pd.Timestamp, pd.Timestamp]
-    val: tuple[pd.Timestamp, pd.Timestamp]
-    test: tuple[pd.Timestamp, pd.Timestamp]
-
-    def to_params(self) -> dict[str, str]:
-        return {
-            f"{name}_{edge}": day.strftime("%Y-%m-%d")
-            for name in ("train", "val", "test")
-            for edge, day in zip(("start", "end"), getattr(self, name), strict=True)
-        }
-
-    def holds(self, split: str, targets: pd.DatetimeIndex) -> np.ndarray:
-        """Which of ``targets`` fall in ``split``."""
-        first, last = getattr(self, split)
-        return np.asarray((targets >= first) & (targets <= last))
-
-
-def target_dates(prices: pd.DataFrame, anchors: pd.DatetimeIndex) -> pd.DatetimeIndex:
-    """The trading day after each anchor (NaT after the last bar)."""
-    position = prices.index.get_indexer(anchors) + 1
-    known = position < len(prices)
-    dates = np.full(len(anchors), np.datetime64("NaT"), dtype="datetime64[ns]")
-    dates[known] = prices.index[position[known]]
-    return pd.DatetimeIndex(dates)
-
-
-def split_by_date(
-    calendar: pd.DatetimeIndex, val_days: int, test_days: int, test_start: date | None, subject: str
-) -> Splits:
-    """Test = the last ``test_days`` target dates of ``calendar`` (or those from
-    ``test_start``), validation the ``val_days`` before, training everything earlier."""
-    if test_start is not None:
-        test_first = int(np.searchsorted(calendar, pd.Timestamp(test_start)))
-        test_last = min(test_first + test_days, len(calendar)) - 1
-    else:
-        test_first, test_last = len(calendar) - test_days, len(calendar) - 1
-    val_first = test_first - val_days
-    if val_first < MIN_TRAIN_SAMPLES or test_last < test_first:
-        raise DataError(
-            f"{subject}: {len(calendar)} samples with a known target; {test_days} test, {val_days} "
-            f"validation and at least {MIN_TRAIN_SAMPLES} training samples are needed "
-            + (f"before {pd.Timestamp(test_start):%Y-%m-%d} " if test_start else "")
-            + "(use a longer history or smaller --val-days/--test-days)"
-        )
-    return Splits(
-        train=(calendar[0], calendar[val_first - 1]),
-        val=(calendar[val_first], calendar[test_first - 1]),
-        test=(calendar[test_first], calendar[test_last]),
-    )
+__all__ = [
+    "MIN_TRAIN_SAMPLES",
+    "DataError",
+    "PriceDataModule",
+    "Splits",
+    "TickerSeries",
+    "target_dates",
+]
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from services.core.features import Scaler
 from services.core.forecaster import INPUT_NAME, MODEL_FILE, OUTPUT_NAME, write_scalers
+from services.core.windows import Scaler
 from trainer.errors import ExportError
 from trainer.network import LSTMFactory
 

@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 from lightning.pytorch.loggers import Logger
 
-from services.core.features import Windows
 from services.core.forecaster import ForecastModel, Forecasts
 from services.core.model_card import ModelCard, TickerFit
 from services.core.quantiles import Calibration, to_prices, to_return_quantiles
+from services.core.windows import Windows
 from trainer.data import MIN_TRAIN_SAMPLES, DataError, PriceDataModule
 from trainer.evaluate import fit_calibration
 from trainer.export import write_served_model

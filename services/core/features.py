@@ -1,4 +1,5 @@
-"""Features, the volatility unit and feature windows, shared by the trainer and the predictor.
+"""Features and the volatility unit, shared by the trainer and the predictor (windows.py
+makes them the network's samples).
 
 Numpy only, so the predictor computes exactly what the trainer computed, without torch.
 
@@ -10,8 +11,6 @@ calm and stormy months alike, and the current volatility sets its scale
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -114,13 +113,13 @@ def day_variance(
     return gap**2 + garman_klass
 
 
-def _columns(prices: pd.DataFrame) -> list[np.ndarray]:
+def price_columns(prices: pd.DataFrame) -> list[np.ndarray]:
     return [prices[c].to_numpy(dtype="float64") for c in ("Open", "High", "Low", "Close", "Volume")]
 
 
 def feature_frame(prices: pd.DataFrame) -> pd.DataFrame:
     """``feature_matrix`` of a price frame, by date, without the warm-up rows."""
-    matrix = feature_matrix(*_columns(prices))
+    matrix = feature_matrix(*price_columns(prices))
     return pd.DataFrame(matrix[WARMUP:], index=prices.index[WARMUP:], columns=list(FEATURES))
 
 
@@ -147,105 +146,3 @@ def _unit(returns: np.ndarray, day: np.ndarray) -> np.ndarray:
         # convolve flips the weights: each window's last day meets weight 1
         variance[UNIT_DAYS - 1 :] = np.convolve(blend, weights, mode="valid") / weights.sum()
     return np.maximum(np.sqrt(variance), MIN_VOLATILITY)
-
-
-@dataclass(frozen=True)
-class Scaler:
-    """Standardisation of the features, fitted on training rows only."""
-
-    mean: np.ndarray
-    scale: np.ndarray
-    fitted_through: str  # the last date the scaler saw
-
-    @classmethod
-    def fit(cls, features: pd.DataFrame, through: pd.Timestamp) -> Scaler:
-        """Fit on the feature rows dated up to ``through``, the last training target date."""
-        fitted = features.loc[features.index <= through]
-        if fitted.empty:
-            raise ValueError(f"no feature row on or before {through:%Y-%m-%d} to fit the scaler on")
-        values = fitted.to_numpy()
-        scale = values.std(axis=0)
-        return cls(
-            mean=values.mean(axis=0),
-            scale=np.where(scale > 0, scale, 1.0),
-            fitted_through=through.strftime("%Y-%m-%d"),
-        )
-
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        return ((values - self.mean) / self.scale).astype(np.float32)
-
-    def to_dict(self) -> dict:
-        return {
-            "features": list(FEATURES),
-            "mean": self.mean.tolist(),
-            "scale": self.scale.tolist(),
-            "target": TARGET,
-            "target_scaling": TARGET_SCALING,
-            "fitted_through": self.fitted_through,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Scaler:
-        if tuple(data["features"]) != FEATURES or data.get("target_scaling") != TARGET_SCALING:
-            raise ValueError(
-                f"scaler was fitted on features {data['features']} scaled by {data.get('target_scaling')!r}; "
-                f"this code computes {list(FEATURES)} scaled by {TARGET_SCALING!r}"
-            )
-        return cls(
-            mean=np.asarray(data["mean"], dtype="float64"),
-            scale=np.asarray(data["scale"], dtype="float64"),
-            fitted_through=data["fitted_through"],
-        )
-
-
-@dataclass(frozen=True)
-class Windows:
-    """Samples ending on each anchor day: inputs, target, and what turns outputs into prices."""
-
-    x: np.ndarray  # (n, window, features), scaled, float32
-    y: np.ndarray  # (n,) next-day log return; NaN where the next day is not known yet
-    anchor_dates: pd.DatetimeIndex  # the last day of each window
-    last_close: np.ndarray  # (n,) the close on the anchor day
-    volatility: np.ndarray  # (n,) ``volatility_unit`` on the anchor day: the target's unit
-
-    def take(self, keep: np.ndarray) -> Windows:
-        return Windows(
-            self.x[keep],
-            self.y[keep],
-            self.anchor_dates[keep],
-            self.last_close[keep],
-            self.volatility[keep],
-        )
-
-    @classmethod
-    def concatenate(cls, parts: list[Windows]) -> Windows:
-        """Several tickers' windows as one batch, one after the other."""
-        return cls(
-            np.concatenate([p.x for p in parts]),
-            np.concatenate([p.y for p in parts]),
-            pd.DatetimeIndex(np.concatenate([p.anchor_dates for p in parts])),
-            np.concatenate([p.last_close for p in parts]),
-            np.concatenate([p.volatility for p in parts]),
-        )
-
-
-def make_windows(prices: pd.DataFrame, scaler: Scaler, window: int) -> Windows:
-    """Every full window of ``prices``, scaled; the last one has no target (it is the live one)."""
-    open_, high, low, close, volume = _columns(prices)
-    matrix, unit = features_and_unit(open_, high, low, close, volume)
-    features = matrix[WARMUP:]
-    if len(features) < window:
-        raise ValueError(
-            f"{len(prices)} bars give {len(features)} feature rows; a window needs {window} "
-            f"(plus {WARMUP} bars of warm-up): at least {window + WARMUP} bars"
-        )
-    scaled = scaler.transform(features)
-    x = np.lib.stride_tricks.sliding_window_view(scaled, window, axis=0).transpose(0, 2, 1)
-    first = WARMUP + window - 1  # the first anchor's position among the bars
-    return Windows(
-        x=np.ascontiguousarray(x),
-        y=np.r_[np.log(close[1:] / close[:-1]), np.nan][first:],  # the next day's log return
-        anchor_dates=prices.index[first:],
-        last_close=close[first:],
-        volatility=unit[first:],
-    )

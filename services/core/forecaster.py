@@ -15,18 +15,11 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
-from services.core.features import (
-    FEATURES,
-    TARGET,
-    WARMUP,
-    Scaler,
-    Windows,
-    features_and_unit,
-    make_windows,
-)
+from services.core.features import FEATURES, TARGET, WARMUP, features_and_unit
 from services.core.model_card import METADATA_FILE, ModelCard, TickerFit
 from services.core.price_rules import Bars
 from services.core.quantiles import to_prices, to_return_quantiles
+from services.core.windows import Scaler, Windows, make_windows
 
 MODEL_FILE = "model.onnx"
 SCALERS_FILE = "scalers.json"  # each ticker's scaler, by ticker

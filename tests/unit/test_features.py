@@ -6,15 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.core.features import (
-    FEATURES,
-    WARMUP,
-    Scaler,
-    feature_frame,
-    make_windows,
-    volatility_unit,
-)
+from services.core.features import FEATURES, WARMUP, feature_frame, volatility_unit
 from services.core.quantiles import Calibration, to_prices, to_return_quantiles
+from services.core.windows import Scaler, make_windows
 from services.ingestion.sources import SyntheticSource
 
 pytestmark = pytest.mark.unit
