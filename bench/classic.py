@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from services.core.scoring import ewma_sigma
+
 LEVELS = (0.1, 0.5, 0.9)
-EWMA_LAMBDA = 0.94
 EMPIRICAL_DAYS = 252
 GARCH_MIN_DAYS = 500  # returns a fit needs before its first month
 
@@ -35,12 +36,9 @@ def _prices(prices: pd.DataFrame, anchors: pd.DatetimeIndex, returns: np.ndarray
 
 
 def ewma(prices: pd.DataFrame, anchors: pd.DatetimeIndex) -> np.ndarray:
-    returns = _log_returns(prices).fillna(0.0).to_numpy()
-    variance = np.empty(len(returns))
-    variance[0] = np.var(returns[1:31])  # a start; forgotten within weeks at lambda 0.94
-    for t in range(1, len(returns)):
-        variance[t] = EWMA_LAMBDA * variance[t - 1] + (1 - EWMA_LAMBDA) * returns[t] ** 2
-    sigma = pd.Series(np.sqrt(variance), index=prices.index).reindex(anchors).to_numpy()
+    """Normal quantiles around tomorrow = today, scaled by the EWMA volatility the predictor's
+    live classic interval uses (services.core.scoring)."""
+    sigma = ewma_sigma(prices["Close"]).reindex(anchors).to_numpy()
     z = stats.norm.ppf(LEVELS)
     return _prices(prices, anchors, sigma[:, None] * z[None, :])
 

@@ -7,7 +7,7 @@ import pandas as pd
 from scipy import stats
 
 from services.core.quantiles import Calibration, to_prices, to_return_quantiles
-from services.core.scoring import against_naive, interval_scores, pinball_loss
+from services.core.scoring import against_naive, coverage, interval_scores, pinball_loss
 
 SHRINK_GRID = np.linspace(0.0, 1.0, 21)
 # Below this share of naive's validation MAE, a gain is not worth the risk of being worse:
@@ -42,7 +42,7 @@ def interval_metrics(actual: np.ndarray, quantiles: np.ndarray, levels) -> dict[
     lower, upper = quantiles[:, 0], quantiles[:, -1]
     alpha = 1.0 - (levels[-1] - levels[0])
     return {
-        "coverage": float(np.mean((actual >= lower) & (actual <= upper))),
+        "coverage": coverage(actual, lower, upper),
         "interval_width_brl": float(np.mean(upper - lower)),
         "interval_score_brl": float(np.mean(interval_scores(actual, lower, upper, alpha))),
         "pinball_brl": pinball_loss(actual, quantiles, levels),

@@ -5,7 +5,7 @@ Kubernetes does), the environment (values, Secret keys the caller provides, Conf
 of the rendering, and the pod's annotations through the downward API), the user,
 group and fsGroup, a read-only root, dropped capabilities, no privilege escalation, every
 emptyDir as a host folder the pod's containers share, every Secret and ConfigMap volume as
-read-only files, every persistent volume claim as a host folder, and the
+read-only files with the modes it asks for, every persistent volume claim as a host folder, and the
 memory limit. Init containers run to completion first; readiness is the spec's own probe;
 termination is its preStop pause, SIGTERM, and SIGKILL at the end of its grace period.
 
@@ -27,6 +27,8 @@ from pathlib import Path
 import docker
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.core import tokens
 
 _VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 _UNITS = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
@@ -98,11 +100,13 @@ class PodHost:
         user to take them from the chart's Secrets."""
         ca, token = folder / "petr4-ca.crt", folder / "petr4-token"
         ca.write_text(self.secrets["petr4-predictor-tls"]["ca.crt"])
-        token.write_text(self.secrets["petr4-predictor-tokens"]["tokens"].splitlines()[0] + "\n")
+        token.write_text(tokens.parse(self.secrets["petr4-predictor-tokens"]["tokens"])[0] + "\n")
         return ca, token
 
-    def volume_folder(self, pod: str, volume: dict) -> Path:
-        """A Secret's or ConfigMap's keys as files, as the kubelet projects them."""
+    def volume_folder(self, pod: str, volume: dict, fs_group: int | None) -> Path:
+        """A Secret's or ConfigMap's keys as files, as the kubelet projects them: each with
+        its item's mode or the volume's defaultMode (0644 when neither is given), owned by
+        root and, with an fsGroup, by the pod's group."""
         source = volume.get("secret") or volume.get("configMap")
         name = source.get("secretName") or source.get("name")
         data = (self.secrets if "secret" in volume else self.config_maps)[name]
@@ -110,8 +114,11 @@ class PodHost:
         folder = self.root / "volumes" / f"{pod}-{volume['name']}-{uuid.uuid4().hex[:6]}"
         folder.mkdir(parents=True)
         for item in items:
-            (folder / item["path"]).write_text(data[item["key"]])
-            (folder / item["path"]).chmod(0o444)
+            path = folder / item["path"]
+            path.write_text(data[item["key"]])
+            if os.geteuid() == 0:
+                os.chown(path, 0, fs_group if fs_group is not None else 0)
+            path.chmod(item.get("mode", source.get("defaultMode", 0o644)))
         folder.chmod(0o755)
         return folder
 
@@ -182,7 +189,7 @@ class Pod:
                 mode = "ro" if mount.get("readOnly") else "rw"
                 binds[str(folder)] = {"bind": mount["mountPath"], "mode": mode}
             elif "secret" in volume or "configMap" in volume:
-                folder = self.host.volume_folder(self.name, volume)
+                folder = self.host.volume_folder(self.name, volume, context.get("fsGroup"))
                 binds[str(folder)] = {"bind": mount["mountPath"], "mode": "ro"}
             elif "persistentVolumeClaim" in volume:
                 folder = self.host.claim_folder(

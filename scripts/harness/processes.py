@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # Every process started here, MLflow's server and clients alike, keeps MLflow's telemetry off.
@@ -93,9 +94,16 @@ class MlflowServer(LoggedProcess):
     With ``admin_password`` it runs MLflow's basic-auth app as the chart does: nobody gets
     in without a user (default permission NO_PERMISSIONS), the user store beside the runs."""
 
-    def __init__(self, root: Path, port: int = 0, admin_password: str | None = None):
+    def __init__(
+        self,
+        root: Path,
+        port: int = 0,
+        admin_password: str | None = None,
+        credential_cache_seconds: int | None = None,
+    ):
         self.root = root
         self.admin_password = admin_password
+        self.credential_cache_seconds = credential_cache_seconds  # None: the chart's default
         self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log_path = root / "mlflow-server.log"
@@ -110,16 +118,8 @@ class MlflowServer(LoggedProcess):
         env = {**os.environ, **QUIET_MLFLOW, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         command = [str(BIN / "mlflow"), "server", *self.store_args]
         if self.admin_password is not None:
-            config = self.root / "basic_auth.ini"
-            config.write_text(
-                "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
-                f"database_uri = sqlite:///{self.root / 'basic_auth.db'}\n"
-                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-            )
             env |= {
-                "MLFLOW_AUTH_CONFIG_PATH": str(config),
-                "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
-                "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
+                "MLFLOW_AUTH_CONFIG_PATH": str(self._auth_config()),
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-test-secret-key",
             }
             command += ["--app-name", "basic-auth"]
@@ -127,6 +127,33 @@ class MlflowServer(LoggedProcess):
         self._launch(command, env, self.log_path)
         self._wait_ready(lambda: http_ok(f"{self.uri}/health"), timeout, "the MLflow server")
         return self
+
+    def _auth_config(self) -> Path:
+        """The basic-auth configuration as the chart's own init step writes it."""
+        import yaml
+
+        values = yaml.safe_load((REPO / "charts" / "petr4" / "values.yaml").read_text())
+        seconds = self.credential_cache_seconds
+        if seconds is None:
+            seconds = values["mlflow"]["auth"]["credentialCacheSeconds"]
+        password_file = self.root / "admin-password"
+        password_file.write_text(self.admin_password)
+        config = self.root / "basic_auth.ini"
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "charts" / "petr4" / "files" / "mlflow-auth-config.py"),
+                str(config),
+            ],
+            env={
+                **os.environ,
+                "MLFLOW_AUTH_ADMIN_PASSWORD_FILE": str(password_file),
+                "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{self.root / 'basic_auth.db'}",
+                "MLFLOW_AUTH_CACHE_TTL_SECONDS": str(seconds),
+            },
+            check=True,
+        )
+        return config
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 600, cwd: Path | None = None):

@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.api import forecast_pb2, forecast_pb2_grpc
+from services.core.tokens import TokenFile
 
 Bar = forecast_pb2.Bar
 
@@ -32,11 +33,8 @@ class Tls:
 
 
 def read_token(path: Path) -> str:
-    """The first token of a token file (one a line, as the server reads them)."""
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            return line.strip()
-    raise ValueError(f"token file {path} holds no token")
+    """The token to send: the first of a token file (one a line, as the server reads them)."""
+    return TokenFile(path).first()
 
 
 class ForecastClient:

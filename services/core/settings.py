@@ -19,7 +19,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
@@ -47,7 +47,8 @@ def _env(settings_cls: type[BaseSettings], name: str, field: FieldInfo) -> str:
 def build_parser(
     settings_cls: type[BaseSettings], prog: str, description: str
 ) -> argparse.ArgumentParser:
-    """An argparse parser whose flags are the settings' fields."""
+    """An argparse parser whose flags are the settings' fields, secrets aside (those come from
+    the environment or a file only)."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
@@ -55,6 +56,8 @@ def build_parser(
         argument_default=argparse.SUPPRESS,  # only flags actually given override the environment
     )
     for name, field in settings_cls.model_fields.items():
+        if field.annotation is SecretStr:  # never a flag: any user of the host sees the flags
+            continue
         default = field.get_default(call_default_factory=True)
         env = _env(settings_cls, name, field)
         help_text = f"{field.description or ''} [env {env}; default {default!r}]"

@@ -2,11 +2,14 @@
 into a disk cache (versions are immutable), loaded by onnxruntime and checked.
 
 A pooled run registers one version per ticker, all of the same run's model folder, so a
-folder is cached and loaded once per run, however many tickers' versions name it.
+folder is cached and loaded once, however many tickers' versions name it: the cache is keyed
+by where the registry says a version's files are, never by its run alone (two versions of
+one run may name different folders).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -36,9 +39,11 @@ class ModelIdentity:
 
     @property
     def artifact_key(self) -> str:
-        """What the version's files are: its run's model folder, shared by a pooled run's
-        versions."""
-        return self.run_id or f"{self.name}-{self.version}"
+        """What the version's files are: its source (a pooled run's versions share it), as a
+        name a cache folder can have."""
+        if not self.source:
+            return f"{self.name}-{self.version}"
+        return hashlib.sha256(self.source.encode()).hexdigest()[:24]
 
 
 def identity(client: MlflowClient, reference: ModelReference, version: str) -> ModelIdentity:

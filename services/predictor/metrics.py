@@ -5,6 +5,8 @@ Names follow ``petr4_<what>_<unit>``; labels stay low-cardinality (method, code,
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -42,6 +44,7 @@ class PredictorMetrics:
         self.in_flight = Gauge(
             "petr4_grpc_requests_in_flight", "RPCs being handled now", registry=r
         )
+        self._certificate_expiry: Gauge | None = None
         self.ready = Gauge(
             "petr4_model_ready", "1 when the ticker's model is loaded", ["ticker"], registry=r
         )
@@ -98,6 +101,24 @@ class PredictorMetrics:
             ["ticker"],
             registry=r,
         )
+        self.realized_coverage = Gauge(
+            "petr4_realized_coverage_ratio",
+            "share of the window's closes inside the served interval (80 % aimed for)",
+            ["ticker"],
+            registry=r,
+        )
+        self.realized_interval_score = Gauge(
+            "petr4_realized_interval_score_brl",
+            "mean interval score (Winkler) of the served interval over the window, R$",
+            ["ticker"],
+            registry=r,
+        )
+        self.realized_classic_interval_score = Gauge(
+            "petr4_realized_classic_interval_score_brl",
+            "the same for the classic interval (naive +- EWMA(0.94) normal) on the same days, R$",
+            ["ticker"],
+            registry=r,
+        )
         self.model_load_errors = Counter(
             "petr4_model_load_errors",
             "failed looks up of the alias, and versions it named that failed their checks; "
@@ -124,3 +145,42 @@ class PredictorMetrics:
         """Expose /metrics over HTTP; returns the server so it can be shut down."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return server
+
+    def certificate_expires(self, timestamp: float) -> None:
+        """The served certificate's expiry; the series exists only where TLS is on, so that
+        its alert never reads a missing certificate as one that expired in 1970."""
+        if self._certificate_expiry is None:
+            self._certificate_expiry = Gauge(
+                "petr4_tls_certificate_expiry_timestamp_seconds",
+                "when the certificate the gRPC port serves expires (Unix time)",
+                registry=self.registry,
+            )
+        self._certificate_expiry.set(timestamp)
+
+    def served(self, state, previous=None) -> None:
+        """A ticker's new state (a TickerState of the store), in place of ``previous``."""
+        t = state.ticker
+        if previous is not None and previous.identity != state.identity:
+            old = previous.identity
+            self.model_info.remove(t, old.name, old.version, old.run_id)
+        new = state.identity
+        self.model_info.labels(t, new.name, new.version, new.run_id).set(1)
+        self.ready.labels(t).set(1)
+        self.forecast_close.labels(t).set(state.latest.predicted_close)
+        self.last_close.labels(t).set(state.latest.last_close)
+        last_day = datetime.combine(state.latest.last_date, datetime.min.time(), UTC)
+        self.data_last_date.labels(t).set(last_day.timestamp())
+        if state.realized is not None:
+            self.realized_error.labels(t).set(state.realized.last_error)
+            self.realized_mae.labels(t).set(state.realized.mae)
+            self.realized_naive_mae.labels(t).set(state.realized.naive_mae)
+            self.realized_days.labels(t).set(state.realized.days)
+            self.realized_coverage.labels(t).set(state.realized.coverage)
+            self.realized_interval_score.labels(t).set(state.realized.interval_score)
+            classic = state.realized.classic_interval_score
+            self.realized_classic_interval_score.labels(t).set(classic)
+        self.data_age_of(state)
+
+    def data_age_of(self, state) -> None:
+        age = (datetime.now(UTC).date() - state.latest.last_date).days
+        self.data_age.labels(state.ticker).set(age)

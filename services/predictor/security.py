@@ -8,20 +8,18 @@ contract is public, but nothing is answered to a caller that has not shown a tok
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
-import threading
 from pathlib import Path
 
 import grpc
 
+from services.core.tokens import TokenFile, from_header
 from services.predictor.metrics import PredictorMetrics
 
 log = logging.getLogger(__name__)
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
-BEARER = "bearer "
 
 
 def _stamp(paths: list[Path]) -> tuple:
@@ -29,49 +27,13 @@ def _stamp(paths: list[Path]) -> tuple:
     return tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size, os.stat(p).st_ino) for p in paths)
 
 
-class TokenFile:
-    """The accepted tokens, one a line (so a new one can be added before the old one goes);
-    blank lines and lines starting with # are ignored."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-        self._stamp: tuple | None = None
-        self._tokens: list[bytes] = []
-        self._load()
-        if not self._tokens:
-            raise ValueError(f"token file {path} holds no token")
-
-    def _load(self) -> None:
-        stamp = _stamp([self.path])
-        if stamp == self._stamp:
-            return
-        lines = self.path.read_text().splitlines()
-        tokens = [
-            line.strip().encode() for line in lines if line.strip() and not line.startswith("#")
-        ]
-        with self._lock:
-            self._tokens, self._stamp = tokens, stamp
-        log.info("accepting %d bearer tokens from %s", len(tokens), self.path)
-
-    def tokens(self) -> list[bytes]:
-        try:
-            self._load()
-        except OSError:  # mid-rotation: the tokens read last keep counting
-            log.warning(
-                "token file %s could not be read; keeping the tokens read before", self.path
-            )
-        return self._tokens
-
-    def outcome(self, metadata) -> str:
-        """ok, missing or invalid, for a call's invocation metadata."""
-        header = next((v for k, v in metadata or () if k == "authorization"), None)
-        if header is None or header[: len(BEARER)].lower() != BEARER:
-            return "missing"
-        given = header[len(BEARER) :].strip().encode()
-        # Against every token, with no early exit: the time taken says nothing of which matched.
-        matched = [hmac.compare_digest(given, token) for token in self.tokens()]
-        return "ok" if any(matched) else "invalid"
+def outcome_of(tokens: TokenFile, metadata) -> str:
+    """ok, missing or invalid, for a call's invocation metadata."""
+    header = next((v for k, v in metadata or () if k == "authorization"), None)
+    token = from_header(header)
+    if token is None:
+        return "missing"
+    return "ok" if tokens.accepts(token) else "invalid"
 
 
 REFUSALS = {
@@ -90,7 +52,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method.startswith(HEALTH_PREFIX):
             return continuation(handler_call_details)
-        outcome = self.tokens.outcome(handler_call_details.invocation_metadata)
+        outcome = outcome_of(self.tokens, handler_call_details.invocation_metadata)
         self.outcomes[outcome].inc()
         if outcome == "ok":
             return continuation(handler_call_details)
@@ -112,20 +74,32 @@ def _refusal(handler, message: str):
     return grpc.unary_unary_rpc_method_handler(refuse)
 
 
+def expiry_timestamp(pem: bytes) -> float:
+    """When a PEM certificate expires, as Unix time."""
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+
+
 class ServerTls:
     """The server's certificate and key (and the clients' CA, for mutual TLS), re-read from
-    their files before a new connection's handshake whenever they have changed."""
+    their files before a new connection's handshake whenever they have changed;
+    ``on_certificate`` hears when the certificate served expires, at each read."""
 
-    def __init__(self, cert: Path, key: Path, client_ca: Path | None = None):
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None = None, on_certificate=None):
         self.paths = [p for p in (cert, key, client_ca) if p is not None]
         self.cert, self.key, self.client_ca = cert, key, client_ca
+        self.on_certificate = on_certificate or (lambda expires: None)
         self._stamp = _stamp(self.paths)
         self._initial = self._configuration()
 
     def _configuration(self):
-        pair = (self.key.read_bytes(), self.cert.read_bytes())
+        pem = self.cert.read_bytes()
+        pair = (self.key.read_bytes(), pem)
         roots = self.client_ca.read_bytes() if self.client_ca else None
-        return grpc.ssl_server_certificate_configuration([pair], root_certificates=roots)
+        configuration = grpc.ssl_server_certificate_configuration([pair], root_certificates=roots)
+        self.on_certificate(expiry_timestamp(pem))
+        return configuration
 
     def _fetch(self):
         """Called by gRPC before each handshake: a new configuration, or None for no change."""

@@ -15,10 +15,11 @@ from mlflow import MlflowClient
 from services.api import forecast_pb2, forecast_pb2_grpc
 from services.core.naming import ModelReference
 from services.core.snapshots import SnapshotStore
+from services.core.tokens import TokenFile
 from services.predictor.dataplane import Predictor
 from services.predictor.interceptors import ErrorAndMetricsInterceptor
 from services.predictor.metrics import PredictorMetrics
-from services.predictor.security import ServerTls, TokenFile, TokenInterceptor
+from services.predictor.security import ServerTls, TokenInterceptor
 from services.predictor.servicer import ForecastServicer
 from services.predictor.settings import ServeSettings
 from services.predictor.store import ModelStore
@@ -86,7 +87,10 @@ class PredictorServer:
         address = f"{settings.host}:{settings.grpc_port}"
         if settings.tls_cert_file is not None:
             tls = ServerTls(
-                settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+                settings.tls_cert_file,
+                settings.tls_key_file,
+                settings.tls_client_ca_file,
+                on_certificate=self.metrics.certificate_expires,
             )
             self.grpc_port = self.server.add_secure_port(address, tls.credentials())
         else:

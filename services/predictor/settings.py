@@ -69,7 +69,10 @@ class ServeSettings(MlflowSettings):
         4 * 1024 * 1024, ge=1024, description="largest gRPC message, both ways"
     )
     realized_window: int = Field(
-        20, ge=1, description="out-of-sample days in the rolling realized MAE"
+        60,
+        ge=1,
+        description="out-of-sample trading days the live scores cover: realized MAE and naive's, "
+        "the interval's coverage and score, the classic interval's score",
     )
     startup_timeout_seconds: float = Field(
         300.0, gt=0, description="give up, exit non-zero, if models cannot be loaded by then"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -28,12 +27,14 @@ from mlflow import MlflowClient
 from services.core.forecaster import ArtifactError, ForecastModel, TickerModel
 from services.core.naming import ModelReference
 from services.core.price_rules import Bars
-from services.core.scoring import AgainstNaive, against_naive
+from services.core.scoring import RealizedRecord
 from services.core.snapshots import Snapshot, SnapshotStore
 from services.predictor import artifacts
 from services.predictor.artifacts import ModelIdentity
 from services.predictor.forecasts import Forecast, forecast_next
 from services.predictor.metrics import PredictorMetrics
+from services.predictor.realized import realized
+from services.predictor.versions import NotServable, VersionResolver
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,7 @@ class TickerState:
     snapshot: Snapshot
     prices: pd.DataFrame
     latest: Forecast  # computed once per snapshot: a forecast from the latest prices is a lookup
-    realized: AgainstNaive | None  # on the latest days the model had not been trained on
-
-
-class NotServable(Exception):
-    """Why a ticker cannot be served now; said to callers as it is."""
+    realized: RealizedRecord | None  # on the latest days the model had not been trained on
 
 
 class ModelStore:
@@ -63,7 +60,7 @@ class ModelStore:
         snapshots: SnapshotStore,
         cache_dir: Path,
         metrics: PredictorMetrics,
-        realized_window: int = 20,
+        realized_window: int = 60,
         workers: int = 8,
     ):
         self.references = references
@@ -75,7 +72,7 @@ class ModelStore:
         self.workers = workers
         self._states: dict[str, TickerState] = {}
         self._problems: dict[str, str] = dict.fromkeys(references, "still loading")
-        self._identities: dict[tuple[str, str], ModelIdentity] = {}  # (name, version) -> its run
+        self.versions = VersionResolver(client, workers)
         self._models: dict[str, ForecastModel] = {}  # by artifact key: one per distinct folder
         # Model folders that failed their checks (by artifact key), and folders that do not
         # hold a ticker (by artifact key and ticker): never tried again.
@@ -104,7 +101,7 @@ class ModelStore:
         in parallel, each distinct model folder once. Raises only when MLflow cannot be
         asked at all."""
         snapshots = self.snapshots.latest_of(self.tickers)
-        targets = self._targets()
+        targets = self.versions.targets(self.references)
         needed = {
             t.artifact_key: t
             for t in targets.values()
@@ -126,7 +123,7 @@ class ModelStore:
         self._models = {k: m for k, m in self._models.items() if k in in_use}
         self.metrics.loaded_models.set(len(self._models))
         for state in self._states.values():
-            self._update_age(state)
+            self.metrics.data_age_of(state)
 
     def _load_model(self, target: ModelIdentity) -> str:
         """Fetch and load one model folder; why not if it fails, else an empty string."""
@@ -158,44 +155,6 @@ class ModelStore:
         self._install(self._state(ticker, identity, model, snapshot, prices))
 
     # -- internals ---------------------------------------------------------------------
-
-    def _targets(self) -> dict[str, ModelIdentity | NotServable]:
-        """The version each ticker should serve now, or why there is none; aliases are
-        resolved in one search, a version's run looked up once (new ones in parallel)."""
-        aliased = [r for r in self.references.values() if r.alias]
-        versions = {}
-        if aliased:
-            alias = aliased[0].alias
-            versions = artifacts.alias_versions(self.client, [r.name for r in aliased], alias)
-        wanted = {
-            ticker: (reference, reference.version or versions.get(reference.name))
-            for ticker, reference in self.references.items()
-        }
-        unknown = {
-            (reference.name, version): (reference, version)
-            for reference, version in wanted.values()
-            if version is not None and (reference.name, version) not in self._identities
-        }
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="registry") as pool:
-            found = dict(zip(unknown, pool.map(self._look_up, unknown.values()), strict=True))
-        self._identities |= {k: v for k, v in found.items() if isinstance(v, ModelIdentity)}
-        targets = {}
-        for ticker, (reference, version) in wanted.items():
-            if version is None:
-                targets[ticker] = NotServable(
-                    f"no version of {reference.name} has the alias {reference.alias!r} yet"
-                )
-            else:  # a pinned version that does not exist, MLflow away: tried again next time
-                key = (reference.name, version)
-                targets[ticker] = self._identities.get(key) or found[key]
-        return targets
-
-    def _look_up(self, wanted: tuple[ModelReference, str]) -> ModelIdentity | NotServable:
-        reference, version = wanted
-        try:
-            return artifacts.identity(self.client, reference, version)
-        except Exception as exc:
-            return NotServable(f"cannot look {reference.uri} up: {exc}")
 
     def _update(
         self,
@@ -274,51 +233,11 @@ class ModelStore:
     ) -> TickerState:
         # Forecasting the latest prices also warms onnxruntime up before the first request.
         latest = forecast_next(ticker, identity, model, Bars.from_frame(prices), snapshot.synthetic)
-        return TickerState(
-            ticker, identity, model, snapshot, prices, latest, self._realized(model, prices)
-        )
-
-    def _realized(self, model: TickerModel, prices: pd.DataFrame) -> AgainstNaive | None:
-        """Errors on days after the model's training data, now that their closes are known.
-
-        Those forecasts are out of sample: the model never saw those days. They are what
-        the rolling MAE alert compares with the naive forecast.
-        """
-        trained_through = pd.Timestamp(model.fit.data.last_date or prices.index[-1])
-        # Days after the training data; the last bar has no next close yet.
-        unseen = prices.index[prices.index >= trained_through][:-1]
-        if len(unseen) == 0:
-            return None
-        anchors = unseen[-self.realized_window :]
-        start = max(0, prices.index.get_loc(anchors[0]) - model.bars_needed)
-        result = model.forecast(prices.iloc[start:], anchors)
-        return against_naive(result.median, result.actual, result.last_close)
+        scored = realized(model, prices, self.realized_window)
+        return TickerState(ticker, identity, model, snapshot, prices, latest, scored)
 
     def _install(self, state: TickerState) -> None:
         previous = self._states.get(state.ticker)
         self._states[state.ticker] = state
         self._problems.pop(state.ticker, None)
-        m, t = self.metrics, state.ticker
-        if previous is not None and previous.identity != state.identity:
-            m.model_info.remove(
-                t, previous.identity.name, previous.identity.version, previous.identity.run_id
-            )
-        m.model_info.labels(
-            t, state.identity.name, state.identity.version, state.identity.run_id
-        ).set(1)
-        m.ready.labels(t).set(1)
-        m.forecast_close.labels(t).set(state.latest.predicted_close)
-        m.last_close.labels(t).set(state.latest.last_close)
-        m.data_last_date.labels(t).set(
-            datetime.combine(state.latest.last_date, datetime.min.time(), UTC).timestamp()
-        )
-        if state.realized is not None:
-            m.realized_error.labels(t).set(state.realized.last_error)
-            m.realized_mae.labels(t).set(state.realized.mae)
-            m.realized_naive_mae.labels(t).set(state.realized.naive_mae)
-            m.realized_days.labels(t).set(state.realized.days)
-        self._update_age(state)
-
-    def _update_age(self, state: TickerState) -> None:
-        age = (datetime.now(UTC).date() - state.latest.last_date).days
-        self.metrics.data_age.labels(state.ticker).set(age)
+        self.metrics.served(state, previous)

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.cooldown_seconds,
     )
     receiver = Receiver(
-        launcher, settings.tickers, settings.alert_name, settings.token_file, metrics
+        launcher, settings.tickers, settings.alert_names, settings.token_file, metrics
     )
     webhooks = WebhookServer((settings.host, settings.port), receiver, settings.max_body_bytes)
     scrapes = metrics.serve(settings.metrics_port, settings.host)
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "webhook on port %d (POST /alerts), metrics on port %d; %s for %s",
         webhooks.server_address[1],
         settings.metrics_port,
-        settings.alert_name,
+        ", ".join(settings.alert_names),
         ", ".join(settings.tickers),
     )
     stopping.wait()

@@ -16,8 +16,9 @@ class RetrainSettings(BaseSettings):
     tickers: list[Ticker] = Field(
         ["PETR4.SA"], description="tickers whose alerts may start a training"
     )
-    alert_name: str = Field(
-        "Petr4RealizedMAEHigh", description="the alert that asks for a training"
+    alert_names: list[str] = Field(
+        ["Petr4RealizedMAEHigh", "Petr4IntervalCoverageOff", "Petr4IntervalWorseThanClassic"],
+        description="the alerts that ask for a training (the chart's PrometheusRule defines them)",
     )
     namespace: str = Field("default", description="namespace of the training Jobs")
     template_configmap: str = Field(

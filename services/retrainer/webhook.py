@@ -4,7 +4,6 @@ cluster; a resolved alert, another alert or an unknown ticker is acknowledged an
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -12,6 +11,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from services.core.tokens import TokenFile, from_header
 from services.retrainer.jobs import JobLauncher
 from services.retrainer.metrics import RetrainMetrics
 
@@ -59,21 +59,19 @@ class Receiver:
         self,
         launcher: JobLauncher,
         tickers: list[str],
-        alert_name: str,
+        alert_names: list[str],
         token_file: Path,
         metrics: RetrainMetrics,
     ):
         self.launcher = launcher
         self.tickers = set(tickers)
-        self.alert_name = alert_name
-        self.token_file = token_file
+        self.alert_names = set(alert_names)
+        self.tokens = TokenFile(token_file)  # several at once while a rotation is under way
         self.metrics = metrics
 
     def authorized(self, header: str | None) -> bool:
-        """The shared token, read on every call so that a rotated Secret takes effect."""
-        token = self.token_file.read_text().strip()
-        given = (header or "").encode()
-        return bool(token) and hmac.compare_digest(given, f"Bearer {token}".encode())
+        """An accepted token, the file re-read when it changes: a rotated Secret takes effect."""
+        return self.tokens.accepts(from_header(header))
 
     def handle(self, alerts: list[dict]) -> list[AlertOutcome]:
         outcomes = []
@@ -81,7 +79,7 @@ class Receiver:
             labels = alert["labels"]
             name, ticker = str(labels.get("alertname", "")), str(labels.get("ticker", ""))
             job = ""
-            if name != self.alert_name:
+            if name not in self.alert_names:
                 outcome = "other_alert"
             elif alert["status"] != "firing":
                 outcome = "resolved"

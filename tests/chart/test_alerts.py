@@ -33,7 +33,7 @@ def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_promtool_check_rules(rules_dir):
     result = promtool("check", "rules", "rules.yaml", cwd=rules_dir)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 12 rules found" in result.stdout
 
 
 def test_promtool_alert_tests(rules_dir):

@@ -91,6 +91,10 @@ def test_custom_resources_are_rendered_by_default(render):
     assert alerts == {
         "Petr4PredictorDown",
         "Petr4PredictorNotReady",
+        "Petr4CertificateExpiresSoon",
+        "Petr4IntervalCoverageOff",
+        "Petr4IntervalWorseThanClassic",
+        "Petr4TooFewScoredDays",
         "Petr4HighErrorRatio",
         "Petr4HighLatency",
         "Petr4StalePrices",

@@ -11,7 +11,7 @@ import sys
 import pytest
 from cryptography import x509
 
-from scripts.harness.chart import CHART, by_kind, component_of, named, pod_spec
+from scripts.harness.chart import CHART, CI_VALUES, by_kind, component_of, named, pod_spec
 from tests.chart.test_chart import env_of
 
 pytestmark = pytest.mark.chart
@@ -38,8 +38,14 @@ def test_the_predictor_serves_tls_and_tokens_from_whole_secrets(render):
     assert env["PETR4_SERVE_TLS_KEY_FILE"] == "/etc/petr4/tls/tls.key"
     assert env["PETR4_SERVE_TOKEN_FILE"] == "/etc/petr4/auth/tokens"
     assert all("subPath" not in m for m in server["volumeMounts"])  # a subPath never rotates
-    assert volumes(spec)["tls"]["secret"] == {"secretName": "petr4-predictor-tls"}
-    assert volumes(spec)["tokens"]["secret"] == {"secretName": "petr4-predictor-tokens"}
+    assert volumes(spec)["tls"]["secret"] == {
+        "secretName": "petr4-predictor-tls",
+        "defaultMode": 0o440,
+    }
+    assert volumes(spec)["tokens"]["secret"] == {
+        "secretName": "petr4-predictor-tokens",
+        "defaultMode": 0o440,
+    }
     assert base64.b64decode(secret(docs, "-predictor-tokens")["data"]["tokens"])
 
 
@@ -88,7 +94,7 @@ def test_mutual_tls_mounts_the_clients_ca(render):
     spec = pod_spec(named(docs, "Deployment", "-predictor"))
     env = env_of(spec["containers"][0], docs)
     assert env["PETR4_SERVE_TLS_CLIENT_CA_FILE"] == "/etc/petr4/client-ca/ca.crt"
-    assert volumes(spec)["client-ca"]["secret"] == {"secretName": "client-ca"}
+    assert volumes(spec)["client-ca"]["secret"] == {"secretName": "client-ca", "defaultMode": 0o440}
 
 
 def test_one_value_turns_each_off(render):
@@ -163,3 +169,25 @@ def test_the_auth_config_step_writes_what_mlflow_reads(tmp_path):
         "admin",
         "adm%in-pass",
     ]
+
+
+def secret_volumes(docs: list[dict]):
+    """(workload, volume, mode of each file) for every Secret volume of every pod the chart runs."""
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "Job", "CronJob", "Pod"):
+            continue
+        for volume in pod_spec(doc).get("volumes", []):
+            if "secret" in volume:
+                source = volume["secret"]
+                default = source.get("defaultMode", 0o644)  # Kubernetes' own default
+                modes = [item.get("mode", default) for item in source.get("items", [])] or [default]
+                yield doc["metadata"]["name"], volume["name"], modes
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_no_secret_volume_is_readable_by_others(render, values):
+    """Each file of a Secret volume is its owner's and the pod's group's (fsGroup) alone."""
+    found = list(secret_volumes(render(values, namespace="forecast")))
+    assert found or "no-security" in values.name
+    for workload, volume, modes in found:
+        assert all(mode & 0o007 == 0 for mode in modes), (workload, volume, [oct(m) for m in modes])

@@ -22,6 +22,7 @@ import pytest
 from scripts.check_cluster import start_caller, stop_caller, wait_for_version
 from scripts.harness.chart import readme_command
 from scripts.harness.processes import free_port, http_ok, run_cli, wait_until
+from services.core import tokens
 from tests.helpers import REPO, SCHEMAS
 
 # A step waits for trainings and rollouts; the first also builds and loads the images.
@@ -89,7 +90,7 @@ class Predictor:
 
     def __init__(self, kube, folder: Path):
         (folder / "petr4-ca.crt").write_bytes(kube.secret("petr4-predictor-tls", "ca.crt"))
-        token = kube.secret("petr4-predictor-tokens", "tokens").decode().splitlines()[0]
+        token = tokens.parse(kube.secret("petr4-predictor-tokens", "tokens").decode())[0]
         (folder / "petr4-token").write_text(token + "\n")
         self.folder, self.port = folder, free_port()
         self.forward = kube.forward("service/petr4-predictor", self.port, 50051)

@@ -142,14 +142,24 @@ def test_a_running_predictor_follows_the_champion(mlflow_env, tmp_path):
             MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, broken)
             errors = rf'petr4_model_load_errors_total\{{ticker="{re.escape(ticker)}"\}} (\S+)'
             wait_until(lambda: metric(following.metrics_url, errors) == 1.0, 30, "v3 to be refused")
+            # v2's own run, another source, one that holds no model: the cache must not answer
+            # it from v2's folder (cached by run, it did, and served it as v4).
+            v2 = MlflowClient().get_model_version(name, "2")
+            reports = v2.source.removesuffix("/model") + "/reports"
+            empty = MlflowClient().create_model_version(name, reports, v2.run_id).version
+            MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, empty)
+            wait_until(lambda: metric(following.metrics_url, errors) == 2.0, 30, "v4 to be refused")
             answered = callers.answers
-            wait_until(lambda: callers.answers > answered + 100, 30, "more answers after v3")
+            wait_until(lambda: callers.answers > answered + 100, 30, "more answers after v4")
 
         assert callers.failures == []
-        assert callers.versions == ["1", "2"]  # v3 never served
+        assert callers.versions == ["1", "2"]  # neither v3 nor v4 ever served
         log = following.output()
         assert f"now serving {name} v2" in log and "lacks scalers.json" in log
-        assert metric(following.metrics_url, errors) == 1.0  # refused once, not on every refresh
+        assert "lacks model.onnx" in log  # v4, with its reason
+        assert (
+            metric(following.metrics_url, errors) == 2.0
+        )  # each refused once, not at every refresh
         with ForecastClient(following.target) as client:
             (info,) = client.model_info(ticker).models
         assert (info.model.version, info.uri) == ("2", f"models:/{name}@champion")

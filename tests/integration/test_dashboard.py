@@ -89,6 +89,8 @@ def test_the_dashboard_has_every_panel_it_promises():
         "Models ready",
         "Forecast against actual close (R$)",
         "Rolling realized MAE against naive (R$)",
+        "Live interval coverage (80 % aimed for)",
+        "Live interval score against the classic interval (R$)",
     }
 
 

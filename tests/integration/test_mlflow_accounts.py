@@ -166,3 +166,33 @@ def test_a_job_may_wait_for_its_user_to_be_set_up(server):
     done = run_cli(["petr4-ingest", "--dry-run", "--mlflow-wait-seconds", "5"], env, timeout=60)
     assert done.returncode == 1 and "refused the credentials" in done.stderr
     assert time.monotonic() - started >= 4  # it asked again, and again, before it gave up
+
+
+def test_a_changed_password_is_refused_once_the_credential_cache_time_has_passed(tmp_path):
+    """The chart's credential cache: a checked password is trusted for credentialCacheSeconds,
+    so a changed one is refused at the latest once that time has passed (sooner on the
+    replica that changed it), and the new one is taken at once."""
+    import requests
+
+    cache_seconds = 2
+    server = MlflowServer(
+        tmp_path, admin_password=ADMIN, credential_cache_seconds=cache_seconds
+    ).start()
+    try:
+        admin = requests.Session()
+        admin.auth = ("admin", ADMIN)
+        user = {"username": "petr4-cached", "password": "the-first-password"}
+        admin.post(f"{server.uri}/api/2.0/mlflow/users/create", json=user).raise_for_status()
+
+        def status(password: str) -> int:
+            who = ("petr4-cached", password)
+            return requests.get(f"{server.uri}/api/2.0/mlflow/users/current", auth=who).status_code
+
+        assert status("the-first-password") == 200  # checked once: trusted from now on
+        changed = user | {"password": "the-second-password"}
+        admin.patch(f"{server.uri}/api/2.0/mlflow/users/update-password", json=changed)
+        time.sleep(cache_seconds + 1)  # what the cache promises is "after this long, never"
+        assert status("the-first-password") == 401
+        assert status("the-second-password") == 200
+    finally:
+        server.stop()

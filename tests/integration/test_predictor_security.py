@@ -16,6 +16,7 @@ from scripts.harness.certs import Authority
 from scripts.harness.processes import PredictorProcess, run_cli
 from services.api import forecast_pb2
 from services.client.client import ForecastClient, Tls
+from services.predictor.security import expiry_timestamp
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -176,6 +177,19 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(served_model, pki, tm
         process.stop()
 
 
+def certificate_expiry(url: str) -> float | None:
+    text = urllib.request.urlopen(url).read().decode()
+    found = re.search(r"^petr4_tls_certificate_expiry_timestamp_seconds (\S+)$", text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def test_the_served_certificate_s_expiry_is_exported(predictor, pki):
+    """What Petr4CertificateExpiresSoon watches: the certificate's own notAfter."""
+    assert certificate_expiry(predictor.metrics_url) == expiry_timestamp(
+        pki["server"].cert.read_bytes()
+    )
+
+
 def test_a_certificate_replaced_on_disk_serves_the_next_connection(served_model, pki, tmp_path):
     """As a Secret's rotation does: new files under the same names, no restart."""
     live = tmp_path / "live"
@@ -206,6 +220,9 @@ def test_a_certificate_replaced_on_disk_serves_the_next_connection(served_model,
             )
         assert "TLS certificate re-read" in process.output()
         assert process.process.poll() is None
+        assert certificate_expiry(process.metrics_url) == expiry_timestamp(
+            renewed.cert.read_bytes()
+        )
     finally:
         process.stop()
 

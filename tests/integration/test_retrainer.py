@@ -36,7 +36,7 @@ def receiver_args(rendering: list[dict], cooldown: str) -> list[str]:
     }
     return [
         *("--tickers", *TICKERS),
-        *("--alert-name", env["PETR4_RETRAIN_ALERT_NAME"]),
+        *("--alert-names", *json.loads(env["PETR4_RETRAIN_ALERT_NAMES"])),
         *("--namespace", env["PETR4_RETRAIN_NAMESPACE"]),
         *("--template-configmap", env["PETR4_RETRAIN_TEMPLATE_CONFIGMAP"]),
         *("--job-selector", env["PETR4_RETRAIN_JOB_SELECTOR"]),
@@ -200,6 +200,17 @@ def test_bad_calls_are_refused_and_create_nothing(cluster, body, token, code, er
     status, answer = cluster.receiver.post(body, token)
     assert status == code and error in answer["error"]
     assert cluster.requests() == []
+
+
+def test_an_old_and_a_new_token_are_accepted_side_by_side_while_a_rotation_runs(cluster):
+    token_file = cluster.receiver.token_file
+    token_file.write_text(f"a-new-token\n{TOKEN}\n")  # the new one added, the old kept
+    for token in ("a-new-token", TOKEN):
+        status, _ = cluster.receiver.post(webhook(alert(status="resolved")), token)
+        assert status == 200, token
+    token_file.write_text("a-new-token\n")  # the old one gone
+    status, answer = cluster.receiver.post(webhook(alert(status="resolved")), TOKEN)
+    assert status == 401 and "a valid bearer token is required" in answer["error"]
 
 
 def test_what_its_role_does_not_grant_the_api_server_refuses(cluster):

@@ -79,6 +79,19 @@ def test_every_help_names_the_tracking_uri(script):
     assert "--tracking-uri" in done.stdout and "MLFLOW_TRACKING_URI" in done.stdout
 
 
+@pytest.mark.parametrize("script", ["petr4-ingest", "petr4-train", "petr4-serve"])
+def test_a_password_is_never_a_flag(script):
+    """Flags are in the process list for any user of the host: the password comes from
+    MLFLOW_TRACKING_PASSWORD or MLflow's credentials file only."""
+    done = run_cli([script, "--help"], {}, timeout=60)
+    assert done.returncode == 0 and "--tracking-password" not in done.stdout
+    refused = run_cli([script, "--tracking-password", "hunter2"], {}, timeout=60)
+    assert (
+        refused.returncode == 2 and "unrecognized arguments: --tracking-password" in refused.stderr
+    )
+    assert "hunter2" not in refused.stderr.replace("--tracking-password hunter2", "")
+
+
 def test_the_clients_help_keeps_its_examples_on_their_lines():
     done = run_cli(["petr4-forecast", "--help"], {}, timeout=60)
     assert "\npetr4-forecast info " in done.stdout and "\npetr4-forecast health " in done.stdout

@@ -113,6 +113,7 @@ Secret's "credentials" file, mounted where MLflow's client reads it at every req
 - name: mlflow-{{ .role }}
   secret:
     secretName: {{ include "petr4.mlflowUserSecret" . }}
+    defaultMode: 0440  # its owner and the pod's group read; no one else
     items: [{key: credentials, path: credentials}]
 {{- end }}
 {{- end -}}
@@ -320,11 +321,13 @@ template:
       - name: admin
         secret:
           secretName: {{ include "petr4.mlflowAdminSecret" . }}
+          defaultMode: 0440  # its owner and the pod's group read; no one else
           items: [{key: credentials, path: credentials}]
       {{- range $role := list "ingest" "train" "serve" }}
       - name: {{ $role }}
         secret:
           secretName: {{ include "petr4.mlflowUserSecret" (dict "root" $ "role" $role) }}
+          defaultMode: 0440  # its owner and the pod's group read; no one else
       {{- end }}
 {{- end -}}
 
