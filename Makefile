@@ -93,6 +93,10 @@ NODE := python3 k8s/node/node.py
 cluster: ## build (once, cached by version) and start one node of upstream Kubernetes (root)
 	$(NODE) up
 
+.PHONY: cluster-monitoring
+cluster-monitoring: ## on that node: the Prometheus Operator, Prometheus, Alertmanager and kube-state-metrics, built here
+	$(NODE) monitoring
+
 .PHONY: cluster-down
 cluster-down: ## stop that node: no process, mount, namespace or file of it is left
 	$(NODE) down

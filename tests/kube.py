@@ -76,10 +76,12 @@ class Kube:
         )
         return base64.b64decode(encoded)
 
-    def forward(self, target: str, port: int, remote: int) -> subprocess.Popen:
+    def forward(
+        self, target: str, port: int, remote: int, namespace: str = NAMESPACE
+    ) -> subprocess.Popen:
         """``kubectl port-forward`` from the host's loopback, through the API server."""
         return subprocess.Popen(
-            [self.kubectl_bin, "-n", NAMESPACE, "port-forward", target, f"{port}:{remote}"],
+            [self.kubectl_bin, "-n", namespace, "port-forward", target, f"{port}:{remote}"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=os.environ | {"KUBECONFIG": self.kubeconfig},

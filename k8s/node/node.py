@@ -2,6 +2,7 @@
 
     python3 k8s/node/node.py up [--control-plane-only]   build (once) and start it
     python3 k8s/node/node.py load IMAGE...               images from Docker into its containerd
+    python3 k8s/node/node.py monitoring                  add the monitoring stack (stack.py)
     python3 k8s/node/node.py status [--json]             what runs, and where its kubeconfig is
     python3 k8s/node/node.py down                        stop it and leave the host as it was
     python3 k8s/node/node.py build                       only build the programs
@@ -33,6 +34,7 @@ from pathlib import Path
 import control_plane
 import host
 import programs
+import stack
 import worker
 from layout import NODE_IP, Node, NodeError, Starter
 
@@ -127,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("up", help="build (once) and start the node")
     start.add_argument("--control-plane-only", action="store_true")
     commands.add_parser("down", help="stop the node and remove everything it made")
+    commands.add_parser(
+        "monitoring",
+        help="add the Prometheus Operator, Prometheus, Alertmanager, kube-state-metrics",
+    )
     load = commands.add_parser("load", help="copy images from the Docker daemon into the node")
     load.add_argument("images", nargs="+")
     show = commands.add_parser("status", help="what runs; exit 1 unless all of it does")
@@ -147,21 +153,30 @@ def main(argv: list[str] | None = None) -> int:
             down(node)
         elif args.command == "load":
             load_images(node, args.images)
+        elif args.command == "monitoring":
+            stack.up(node, running(node), log=lambda line: print(f"node: {line}", flush=True))
     except (NodeError, programs.BuildFailed, host.HostRefused) as error:
         print(f"node: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-def load_images(node: Node, images: list[str]) -> None:
-    """``docker save`` straight into the node's containerd: the names stay the ones Docker
-    gave them, as the chart and the dev loop use them."""
+def running(node: Node) -> Starter:
+    """A Starter for a node already up, with a kubelet."""
     info = node.read_info()
     if not info.get("worker"):
         raise NodeError(f"node {node.name} is not running a kubelet (make cluster)")
+    holder = int((node.run / "holder.pid").read_text())
+    return Starter(node, Path(info["bin"]), holder)
+
+
+def load_images(node: Node, images: list[str]) -> None:
+    """``docker save`` straight into the node's containerd: the names stay the ones Docker
+    gave them, as the chart and the dev loop use them."""
+    starter = running(node)
     saved = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
     try:
-        listing = worker.import_images(node, Path(info["bin"]), saved.stdout)
+        listing = worker.import_images(node, starter.bin, saved.stdout)
     finally:
         saved.stdout.close()
         saved_code = saved.wait()

@@ -1,10 +1,12 @@
-"""The node's programs, built from the modules go.mod pins, and the two images the node needs
-from this project: the pod sandbox (pause/) and the cluster DNS (coredns/).
+"""The programs that run on the node, built from the modules their go.mod files pin, and the
+images made of them; in two bundles: the node's own (go.mod here, with the project's pause/
+and coredns/), and the monitoring stack's (monitoring/*/go.mod, one module a program, as each
+needs its own versions of the Kubernetes libraries).
 
-A build is cached outside the clone under a key made of everything it is built from (go.mod,
-go.sum, the project's own Go files, the Go release and the recipe below), so it runs once
-per pinned version: a changed version is a new key, and the older build is removed. Go's own
-build cache for it (about 4 GB) is a folder of its own, removed once the build is complete.
+A bundle is built once and cached outside the clone under a key made of everything it is built
+from (its go.mod and go.sum files, the project's own Go files, the Go release and the recipe
+below): a changed version is a new key, and the bundle's older build is removed. Go's own build
+cache for it (several GB) is a folder of its own, removed once the build is complete.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "petr4" / "node"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "petr4"
 
 PAUSE_IMAGE = "petr4.local/pause:1"
 COREDNS_IMAGE = "petr4.local/coredns:1"
@@ -36,11 +38,29 @@ class BuildFailed(RuntimeError):
 class Group:
     """Programs built by one ``go build``: one module's version flags, one cgo setting."""
 
-    module: str  # whose version go.mod pins (ldflags may name it as {version})
+    module: str  # whose version its go.mod pins (ldflags may name it as {version})
     packages: tuple[str, ...]
     ldflags: str = ""
     cgo: bool = False
     tags: str = ""
+    folder: str = "."  # the Go module of ours it is built from, under k8s/node
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image of one program: its reference, where the binary sits, whom it runs as."""
+
+    program: str
+    ref: str
+    path: str = ""  # default: /<program>
+    user: str = ""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    name: str
+    groups: tuple[Group, ...]
+    images: tuple[Image, ...]
 
 
 _K8S_VERSION = " ".join(
@@ -53,89 +73,160 @@ _K8S_VERSION = " ".join(
         "gitTreeState=clean",
     )
 )
+_PROMETHEUS_VERSION = "-X github.com/prometheus/common/version.Version={bare}"
 _CNI = "github.com/containernetworking/plugins/plugins"
+_OPERATOR = "github.com/prometheus-operator/prometheus-operator"
 
-GROUPS = (
-    Group(
-        "k8s.io/kubernetes",
-        tuple(
-            f"k8s.io/kubernetes/cmd/{name}"
-            for name in (
-                "kube-apiserver",
-                "kube-controller-manager",
-                "kube-scheduler",
-                "kubelet",
-                "kube-proxy",
-                "kubectl",
-            )
+NODE = Bundle(
+    "node",
+    (
+        Group(
+            "k8s.io/kubernetes",
+            tuple(
+                f"k8s.io/kubernetes/cmd/{name}"
+                for name in (
+                    "kube-apiserver",
+                    "kube-controller-manager",
+                    "kube-scheduler",
+                    "kubelet",
+                    "kube-proxy",
+                    "kubectl",
+                )
+            ),
+            _K8S_VERSION,
         ),
-        _K8S_VERSION,
-    ),
-    Group(
-        "github.com/containerd/containerd/v2",
-        tuple(
-            f"github.com/containerd/containerd/v2/cmd/{name}"
-            for name in ("containerd", "containerd-shim-runc-v2", "ctr")
+        Group(
+            "github.com/containerd/containerd/v2",
+            tuple(
+                f"github.com/containerd/containerd/v2/cmd/{name}"
+                for name in ("containerd", "containerd-shim-runc-v2", "ctr")
+            ),
+            "-X github.com/containerd/containerd/v2/version.Version={version}",
         ),
-        "-X github.com/containerd/containerd/v2/version.Version={version}",
-    ),
-    # libseccomp through cgo: the chart's pods ask for the RuntimeDefault seccomp profile.
-    Group(
-        "github.com/opencontainers/runc",
-        ("github.com/opencontainers/runc",),
-        "-X main.version={bare}",
-        cgo=True,
-        tags="seccomp urfave_cli_no_docs",
-    ),
-    Group("go.etcd.io/etcd/server/v3", ("go.etcd.io/etcd/server/v3",)),
-    Group(
-        "github.com/containernetworking/plugins",
-        tuple(
-            f"{_CNI}/{p}"
-            for p in ("main/bridge", "main/loopback", "ipam/host-local", "meta/portmap")
+        # libseccomp through cgo: the chart's pods ask for the RuntimeDefault seccomp profile.
+        Group(
+            "github.com/opencontainers/runc",
+            ("github.com/opencontainers/runc",),
+            "-X main.version={bare}",
+            cgo=True,
+            tags="seccomp urfave_cli_no_docs",
         ),
-        "-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion={version}",
+        Group("go.etcd.io/etcd/server/v3", ("go.etcd.io/etcd/server/v3",)),
+        Group(
+            "github.com/containernetworking/plugins",
+            tuple(
+                f"{_CNI}/{p}"
+                for p in ("main/bridge", "main/loopback", "ipam/host-local", "meta/portmap")
+            ),
+            "-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion={version}",
+        ),
+        Group("github.com/coredns/coredns", ("./coredns",)),
+        Group("", ("./pause",)),
     ),
-    Group("github.com/coredns/coredns", ("./coredns",)),
-    Group("", ("./pause",)),
+    (Image("pause", PAUSE_IMAGE, user="65535:65535"), Image("coredns", COREDNS_IMAGE)),
+)
+
+MONITORING = Bundle(
+    "monitoring",
+    (
+        Group(
+            _OPERATOR,
+            (f"{_OPERATOR}/cmd/operator", f"{_OPERATOR}/cmd/prometheus-config-reloader"),
+            _PROMETHEUS_VERSION,
+            folder="monitoring/operator",
+        ),
+        Group(
+            "github.com/prometheus/prometheus",
+            ("github.com/prometheus/prometheus/cmd/prometheus",),
+            # Prometheus 3.5 is released as the module's v0.305: its own version, in the binary.
+            "-X github.com/prometheus/common/version.Version=3.5.0",
+            folder="monitoring/prometheus",
+        ),
+        Group(
+            "github.com/prometheus/alertmanager",
+            ("github.com/prometheus/alertmanager/cmd/alertmanager",),
+            _PROMETHEUS_VERSION,
+            folder="monitoring/alertmanager",
+        ),
+        Group(
+            "k8s.io/kube-state-metrics/v2",
+            ("k8s.io/kube-state-metrics/v2",),
+            _PROMETHEUS_VERSION,
+            folder="monitoring/kube-state-metrics",
+        ),
+    ),
+    # Where the operator's pods expect them: it runs the reloader as /bin/prometheus-config-reloader.
+    (
+        Image("operator", "petr4.local/prometheus-operator:v0.85.0", "/bin/operator"),
+        Image(
+            "prometheus-config-reloader",
+            "petr4.local/prometheus-config-reloader:v0.85.0",
+            "/bin/prometheus-config-reloader",
+        ),
+        Image("prometheus", "petr4.local/prometheus:v3.5.0", "/bin/prometheus"),
+        Image("alertmanager", "petr4.local/alertmanager:v0.28.1", "/bin/alertmanager"),
+        Image("kube-state-metrics", "petr4.local/kube-state-metrics:v2.20.0"),
+    ),
 )
 # What a package path builds, where its last element does not say it.
-_NAMES = {"go.etcd.io/etcd/server/v3": "etcd"}
+_NAMES = {"go.etcd.io/etcd/server/v3": "etcd", "k8s.io/kube-state-metrics/v2": "kube-state-metrics"}
 
 
 def program_name(package: str) -> str:
     return _NAMES.get(package, package.rstrip("/").rsplit("/", 1)[-1])
 
 
-def _go(*args: str, env: dict[str, str] | None = None) -> str:
+def _go(bundle: Bundle, folder: str, *args: str, env: dict[str, str] | None = None) -> str:
+    gocache = str(CACHE / bundle.name / "go-build")
     done = subprocess.run(
         ["go", *args],
-        cwd=HERE,
-        env=os.environ | {"GOTOOLCHAIN": "local", "GOCACHE": str(CACHE / "go-build")} | (env or {}),
+        cwd=HERE / folder,
+        env=os.environ | {"GOTOOLCHAIN": "local", "GOCACHE": gocache} | (env or {}),
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or ["(no output)"]
-        raise BuildFailed(f"go {' '.join(args[:2])}: {lines[-1]}")
+        raise BuildFailed(f"go {' '.join(args[:2])} in k8s/node/{folder}: {lines[-1]}")
     return done.stdout
 
 
-def build_key() -> str:
+def _sources(bundle: Bundle) -> list[Path]:
+    folders = {HERE / g.folder for g in bundle.groups}
+    files = [f / name for f in folders for name in ("go.mod", "go.sum")]
+    for group in bundle.groups:
+        files += [
+            p
+            for pkg in group.packages
+            if pkg.startswith("./")
+            for p in (HERE / group.folder / pkg).glob("*.go")
+        ]
+    return sorted(files)
+
+
+def build_key(bundle: Bundle = NODE) -> str:
     digest = hashlib.sha256()
-    for path in sorted([HERE / "go.mod", HERE / "go.sum", *HERE.glob("*/*.go")]):
+    for path in _sources(bundle):
         digest.update(path.relative_to(HERE).as_posix().encode() + b"\0" + path.read_bytes())
-    digest.update(_go("version").encode())
-    digest.update(repr(GROUPS).encode())
+    digest.update(_go(bundle, ".", "version").encode())
+    digest.update(repr(bundle).encode())
     return digest.hexdigest()[:16]
 
 
-def versions() -> dict[str, str]:
-    """The version go.mod pins for each module with programs."""
-    listed = _go(
-        "list", "-m", "-f", "{{.Path}} {{.Version}}", *[g.module for g in GROUPS if g.module]
-    )
-    return dict(line.split() for line in listed.splitlines())
+def versions(bundle: Bundle = NODE) -> dict[str, str]:
+    """The version each module with programs is pinned at."""
+    pinned = {}
+    for group in bundle.groups:
+        if group.module:
+            listed = _go(bundle, group.folder, "list", "-m", "-f", "{{.Version}}", group.module)
+            pinned[group.module] = listed.strip()
+    return pinned
+
+
+def module_dir(bundle: Bundle, module: str) -> Path:
+    """Where Go keeps the module's files: its published manifests are applied from there."""
+    (group,) = [g for g in bundle.groups if g.module == module]
+    return Path(_go(bundle, group.folder, "list", "-m", "-f", "{{.Dir}}", module).strip())
 
 
 def _ldflags(group: Group, pinned: dict[str, str]) -> str:
@@ -145,16 +236,17 @@ def _ldflags(group: Group, pinned: dict[str, str]) -> str:
     return f"-s -w {group.ldflags.format(**fields)}".strip()
 
 
-def build(log=print) -> Path:
-    """The folder holding every program and image archive, built if this key has none."""
-    key = build_key()
-    out = CACHE / key
+def build(bundle: Bundle = NODE, log=print) -> Path:
+    """The folder holding the bundle's programs and image archives, built if its key has none."""
+    key = build_key(bundle)
+    root = CACHE / bundle.name
+    out = root / key
     if (out / "complete").exists():
         return out
     shutil.rmtree(out, ignore_errors=True)
     (out / "bin").mkdir(parents=True)
-    pinned = versions()
-    for group in GROUPS:
+    pinned = versions(bundle)
+    for group in bundle.groups:
         started = time.monotonic()
         env = {"CGO_ENABLED": "1" if group.cgo else "0"}
         args = ["build", "-trimpath", "-ldflags", _ldflags(group, pinned)]
@@ -163,20 +255,18 @@ def build(log=print) -> Path:
         target = str(out / "bin") + "/"
         if len(group.packages) == 1:
             target = str(out / "bin" / program_name(group.packages[0]))
-        _go(*args, "-o", target, *group.packages, env=env)
+        _go(bundle, group.folder, *args, "-o", target, *group.packages, env=env)
         names = ", ".join(program_name(p) for p in group.packages)
-        log(
-            f"built {names} ({pinned.get(group.module, 'ours')}) in {time.monotonic() - started:.0f} s"
-        )
+        took = time.monotonic() - started
+        log(f"built {names} ({pinned.get(group.module, 'ours')}) in {took:.0f} s")
     (out / "images").mkdir()
-    oci_archive(
-        out / "bin" / "pause", PAUSE_IMAGE, out / "images" / "pause.tar", user="65535:65535"
-    )
-    oci_archive(out / "bin" / "coredns", COREDNS_IMAGE, out / "images" / "coredns.tar")
+    for image in bundle.images:
+        archive = out / "images" / f"{image.program}.tar"
+        oci_archive(out / "bin" / image.program, image, archive)
     (out / "versions.json").write_text(json.dumps(pinned, indent=2) + "\n")
     (out / "complete").touch()
-    for stale in CACHE.iterdir():  # one build per machine: an older key's is never used again
-        if stale.is_dir() and stale.name != key:  # and Go's build cache is not needed again
+    for stale in root.iterdir():  # one build per bundle: an older key's is never used again,
+        if stale.is_dir() and stale.name != key:  # nor Go's build cache
             shutil.rmtree(stale, ignore_errors=True)
     return out
 
@@ -187,12 +277,13 @@ def _tar_member(name: str, data: bytes, mode: int = 0o644) -> tuple[tarfile.TarI
     return info, io.BytesIO(data)
 
 
-def oci_archive(binary: Path, ref: str, archive: Path, user: str = "") -> None:
-    """An OCI image archive of one layer, ``binary`` as its entrypoint, that ``ctr images
-    import`` names ``ref``: an image needs no registry and no Docker to be made."""
+def oci_archive(binary: Path, image: Image, archive: Path) -> None:
+    """An OCI image archive of one layer, the binary as its entrypoint, that ``ctr images
+    import`` names ``image.ref``: an image needs no registry and no Docker to be made."""
+    path = image.path or f"/{binary.name}"
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
-        tar.addfile(*_tar_member(binary.name, binary.read_bytes(), 0o755))
+        tar.addfile(*_tar_member(path.lstrip("/"), binary.read_bytes(), 0o755))
     blobs = {}
 
     def blob(data: bytes, media_type: str) -> dict:
@@ -205,7 +296,7 @@ def oci_archive(binary: Path, ref: str, archive: Path, user: str = "") -> None:
     config = {
         "architecture": arch,
         "os": "linux",
-        "config": {"Entrypoint": [f"/{binary.name}"], "User": user},
+        "config": {"Entrypoint": [path], "User": image.user},
         "rootfs": {"type": "layers", "diff_ids": [layer_descriptor["digest"]]},
     }
     manifest = {
@@ -216,8 +307,8 @@ def oci_archive(binary: Path, ref: str, archive: Path, user: str = "") -> None:
     }
     entry = blob(json.dumps(manifest).encode(), manifest["mediaType"])
     entry["annotations"] = {
-        "io.containerd.image.name": ref,
-        "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1],
+        "io.containerd.image.name": image.ref,
+        "org.opencontainers.image.ref.name": image.ref.rsplit(":", 1)[1],
     }
     index = {"schemaVersion": 2, "manifests": [entry]}
     with tarfile.open(archive, "w") as tar:

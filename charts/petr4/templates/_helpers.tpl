@@ -172,6 +172,13 @@ capabilities:
 
 {{/* The trainer image's pod: used by the ingestion CronJob and the trainer Job and CronJob.
 .command runs in the container, .env adds to its environment. */}}
+{{/* The CSV prices of ingestion.csvConfigMap, where a csv: source can read them. */}}
+{{- define "petr4.pricesMount" -}}
+{{- if .Values.ingestion.csvConfigMap }}
+- {name: prices, mountPath: /etc/petr4/prices, readOnly: true}
+{{- end }}
+{{- end -}}
+
 {{- define "petr4.jobPodSpec" -}}
 serviceAccountName: {{ include "petr4.componentName" (dict "root" .root "component" "jobs") }}
 automountServiceAccountToken: false
@@ -203,6 +210,7 @@ initContainers:
     volumeMounts:
       - {name: tmp, mountPath: /tmp}
       {{- include "petr4.mlflowCredentialsMount" (dict "root" .root "role" "ingest") | nindent 6 }}
+      {{- include "petr4.pricesMount" .root | nindent 6 }}
 {{- end }}
 containers:
   - name: {{ .container }}
@@ -227,9 +235,17 @@ containers:
     volumeMounts:
       - {name: tmp, mountPath: /tmp}
       {{- include "petr4.mlflowCredentialsMount" (dict "root" .root "role" .role) | nindent 6 }}
+      {{- if eq .role "ingest" }}
+      {{- include "petr4.pricesMount" .root | nindent 6 }}
+      {{- end }}
 volumes:
   - name: tmp
     emptyDir: {}
+  {{- if and .root.Values.ingestion.csvConfigMap (or .ingestFirst (eq .role "ingest")) }}
+  - name: prices
+    configMap:
+      name: {{ .root.Values.ingestion.csvConfigMap }}
+  {{- end }}
   {{- include "petr4.mlflowCredentialsVolume" (dict "root" .root "role" .role) | nindent 2 }}
   {{- if .ingestFirst }}
   {{- include "petr4.mlflowCredentialsVolume" (dict "root" .root "role" "ingest") | nindent 2 }}
