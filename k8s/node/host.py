@@ -30,12 +30,13 @@ def _run(*argv: str) -> str:
 
 def preflight(worker: bool) -> None:
     """One line naming the first thing missing, before anything is started."""
-    commands = ["ip", "nsenter", "unshare", "mount", "umount", "openssl", "sysctl"]
-    for command in commands + (["iptables"] if worker else []):
+    packages = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux"}
+    packages |= {"mount": "mount", "umount": "mount", "openssl": "openssl", "sysctl": "procps"}
+    if worker:
+        packages["iptables"] = "iptables"
+    for command, package in packages.items():
         if shutil.which(command) is None:
-            raise HostRefused(
-                f"the command {command} is missing (Debian: iproute2, util-linux, openssl, procps, iptables)"
-            )
+            raise HostRefused(f"the command {command} is missing (Debian's package {package})")
     if not worker:
         return
     if "overlay" not in Path("/proc/filesystems").read_text():

@@ -178,6 +178,8 @@ def program_name(package: str) -> str:
 
 def _go(bundle: Bundle, folder: str, *args: str, env: dict[str, str] | None = None) -> str:
     gocache = str(CACHE / bundle.name / "go-build")
+    if shutil.which("go") is None:
+        raise BuildFailed("go is not installed: the node's programs are built from their modules")
     done = subprocess.run(
         ["go", *args],
         cwd=HERE / folder,
