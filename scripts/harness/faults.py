@@ -1,7 +1,7 @@
-"""Networks staged for tests and benchmarks, all TCP relays on loopback: a proxy that drops or
-holds connections at a known moment, one that loses the answer to a request the server did
-carry out, a balancer that spreads connections over backends as a Service does, and a proxy
-that counts the HTTP requests passing through it."""
+"""Networks staged for tests and benchmarks, all TCP relays on loopback: a proxy that drops
+connections or holds a request at a known moment, one that answers a request itself, one that
+loses the answer to a request the server did carry out, a balancer that spreads connections
+over backends as a Service does, and a proxy that counts the HTTP requests passing through it."""
 
 from __future__ import annotations
 
@@ -77,16 +77,24 @@ class Relay:
 class TcpProxy(Relay):
     """A TCP proxy to a local server, to stage failures at a known moment.
 
-    While ``blocked`` it closes every new connection at once (the server looks down);
-    a request starting with ``hold`` is held forever, so a test can kill the client
-    while that request is in flight.
+    While ``blocked`` it closes every new connection at once (the server looks down). A
+    request starting with ``hold``, or whose bytes hold ``hold_containing``, is held until
+    ``release()`` (each such request, forever without it), so a test can act while it is in
+    flight.
     """
 
-    def __init__(self, target_port: int, hold: bytes | None = None, blocked: bool = False):
+    def __init__(
+        self,
+        target_port: int,
+        hold: bytes | None = None,
+        blocked: bool = False,
+        hold_containing: bytes | None = None,
+    ):
         self.target_port = target_port
-        self.hold = hold
+        self.hold, self.hold_containing = hold, hold_containing
         self.blocked = blocked
         self.held = threading.Event()
+        self._released = threading.Event()
         super().__init__()
 
     def connect(self) -> socket.socket | None:
@@ -95,10 +103,51 @@ class TcpProxy(Relay):
         return socket.create_connection(("127.0.0.1", self.target_port))
 
     def passing(self, data: bytes, tail: bytes, connection: dict) -> bool:
-        if self.hold and data.startswith(self.hold):
+        held = bool(self.hold and data.startswith(self.hold))
+        held |= bool(self.hold_containing and self.hold_containing in tail + data)
+        if held:
             self.held.set()
-            return False
+            self._released.wait()
         return True
+
+    def release(self) -> None:
+        """The held request goes on to the server, and what follows it passes."""
+        self._released.set()
+
+
+class AnsweringProxy(Relay):
+    """A proxy that answers each request starting with ``request`` itself, with ``status``
+    and a JSON error, and passes every other one to the server: a server that refuses one
+    call (403) or fails it (500)."""
+
+    def __init__(self, target_port: int, request: bytes, status: int):
+        self.target_port, self.request, self.status = target_port, request, status
+        self.answered = 0
+        super().__init__()
+
+    def connect(self) -> socket.socket | None:
+        return socket.create_connection(("127.0.0.1", self.target_port))
+
+    def _pump(self, source, sink, outbound: bool, connection: dict) -> None:
+        if not outbound:
+            return super()._pump(source, sink, outbound, connection)
+        try:
+            while data := source.recv(65536):
+                if data.startswith(self.request):
+                    self.answered += 1
+                    body = f"staged: {self.status}".encode()
+                    source.sendall(
+                        f"HTTP/1.1 {self.status} Staged\r\nContent-Type: text/plain\r\n"
+                        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                        + body
+                    )
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
 
 
 class AnswerLosingProxy(Relay):

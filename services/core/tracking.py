@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import socket
 import sys
 import time
@@ -157,8 +158,14 @@ def _ask(url: str, settings: MlflowSettings, credentials: tuple | None = None) -
 
 
 def describe(error: Exception, uri: str) -> str:
-    """One line for an MLflow client error met halfway through a run."""
+    """One line for an MLflow client error met halfway through a run: what the server
+    answered, or that it did not."""
     text = str(error)
+    answered = re.search(r"too many (\d{3}) error responses", text)
+    if answered:  # an answer, the same at every try: the server's own error, not its absence
+        path = re.search(r"url: (\S+?)[ (]", text)
+        where = f" to {path.group(1)}" if path else ""
+        return f"MLflow at {uri} answered HTTP {answered.group(1)}{where}, at every try"
     for marker, reason in (
         ("Connection refused", "connection refused"),
         ("timed out", "no answer in time"),
