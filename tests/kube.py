@@ -1,5 +1,6 @@
 """What the integration and cluster tiers share to talk to a node of k8s/node/: its status,
-kubectl (the node's own build) and helm with its kubeconfig, and its API server's audit log."""
+kubectl (the node's own build) and helm with its kubeconfig, its API server's audit log, and
+a pod's processes frozen in place."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,3 +130,42 @@ class Kube:
                     (event["verb"], ref.get("resource", ""), event["responseStatus"]["code"])
                 )
         return found
+
+
+FREEZER = Path("/sys/fs/cgroup/freezer")
+SIGTERM_BIT = 1 << (15 - 1)  # in /proc/PID/status's signal masks, signal n is bit n - 1
+
+
+class FrozenPod:
+    """A pod's processes held still through the cgroup v1 freezer its kubelet put them in
+    (under the node's cgroupRoot), so that a test acts at a moment it has checked, not timed."""
+
+    def __init__(self, uid: str, node: str = "petr4"):
+        (self.folder,) = (FREEZER / node / "kubepods").rglob(f"pod{uid}")
+
+    def freeze(self) -> None:
+        self._set("FROZEN")
+
+    def thaw(self) -> None:
+        self._set("THAWED")
+
+    def _set(self, state: str) -> None:
+        (self.folder / "freezer.state").write_text(state)
+        while (self.folder / "freezer.state").read_text().strip() != state:
+            time.sleep(0.01)  # FREEZING: a task in a system call stops on its way out
+
+    def pid(self, command: str) -> int:
+        """The pod's process whose command line holds ``command``."""
+        for procs in self.folder.rglob("cgroup.procs"):
+            for pid in map(int, procs.read_text().split()):
+                if command.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+        raise LookupError(f"no process of the pod runs {command}")
+
+
+def sigterm_pending(pid: int) -> bool:
+    """Whether a SIGTERM waits for ``pid`` (frozen, it cannot take it yet)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("ShdPnd:", "SigPnd:")) and int(line.split()[1], 16) & SIGTERM_BIT:
+            return True
+    return False

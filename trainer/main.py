@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from services.core import tracking
 from services.core.logging import configure_logging
 from services.core.settings import parse_settings
+from trainer import stopping
 from trainer.errors import DataError, ExportError
 from trainer.settings import TrainSettings
 
@@ -25,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(TrainSettings, argv, "petr4-train", __doc__)
     configure_logging(settings.log_level, settings.json_logs)
     uri = tracking.connect(settings, "petr4-train")
+    stopping.stop_on_sigterm()
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
     from mlflow.exceptions import MlflowException
     from requests import RequestException
 
@@ -40,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("training failed", exc_info=True)
         print(f"petr4-train: {tracking.describe(exc, uri)}", file=sys.stderr)
         return 1
+    except (stopping.Stopped, SIGTERMException):
+        print("petr4-train: stopped by SIGTERM before registering: no version", file=sys.stderr)
+        return stopping.EXIT_CODE
     print()
     print(result.summary)
     print()

@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
 
 from services.core.snapshots import SnapshotStore
+from trainer import stopping
 from trainer.data import DataError
 from trainer.evaluate import evaluate
 from trainer.inputs import Lineage, dataset_inputs, load_prices, run_params
@@ -95,6 +96,7 @@ def train(settings: TrainSettings, client: MlflowClient | None = None) -> TrainR
         fit_seconds = sum(r.fit_seconds for r in runs)
         result = TrainResult(run.info.run_id, rows, summary, timings={"fit_seconds": fit_seconds})
         if settings.register_model:  # last: a run that dies before here registers nothing
+            stopping.registering()
             result.registered = register_versions(
                 client, settings, run, card, evidence, plan.prices
             )

@@ -178,7 +178,12 @@ def _cgroup_pids(name: str) -> set[int]:
 
 
 def kill_cgroup(name: str) -> None:
-    """Every process under the node's cgroup: the pods' containers."""
+    """Every process under the node's cgroup: the pods' containers. A frozen cgroup (v1's
+    freezer) is thawed first: its tasks would take the SIGKILL only once thawed."""
+    for folder, _, files in os.walk(CGROUP / "freezer" / name):
+        if "freezer.state" in files:
+            with contextlib.suppress(OSError):
+                (Path(folder) / "freezer.state").write_text("THAWED")
     _kill_until_none(lambda: _cgroup_pids(name), "the pods' processes")
 
 

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -23,6 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Every process started here, MLflow's server and clients alike, keeps MLflow's telemetry off.
 QUIET_MLFLOW = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
+T = TypeVar("T")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -30,13 +33,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(
-    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
-) -> None:
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """What ``predicate`` returns once it is truthy."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        if value := predicate():
+            return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 

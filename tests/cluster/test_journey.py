@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -24,17 +25,19 @@ from scripts.harness.chart import readme_command
 from scripts.harness.processes import free_port, http_ok, run_cli, wait_until
 from services.core import tokens
 from tests.helpers import REPO, SCHEMAS
+from tests.kube import FrozenPod, sigterm_pending
 
 # A step waits for trainings and rollouts; the first also builds and loads the images.
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 TICKERS = ["PETR4.SA", "VALE3.SA", "ITUB4.SA"]
+MAX_EPOCHS = 2
 # What a user's `make deploy` gets, with three tickers and the short recipe.
 DEPLOY_FLAGS = [
     "--set-json",
     f"tickers={json.dumps(TICKERS)}",
     "--set-json",
-    'trainer.extraArgs=["--folds","1","--max-epochs","2","--champion-tolerance","1"]',
+    f'trainer.extraArgs=["--folds","1","--max-epochs","{MAX_EPOCHS}","--champion-tolerance","1"]',
 ]
 
 
@@ -162,7 +165,9 @@ def test_helm_test_passes(release):
 
 
 def test_a_training_pod_deleted_mid_run_is_retried_and_registers_once(release, mlflow):
-    """The README's second training, its first pod deleted once an epoch is logged."""
+    """The README's second training, its first pod deleted in the middle of its fit: the
+    attempt fails on the SIGTERM, its run is marked FAILED, the Job retries, and each ticker
+    gets one new version, whole. The moment is checked with the pod frozen, never timed."""
     before = {t: versions(mlflow, t) for t in TICKERS}
     upgrade = readme_command("trainer.job.revision=2")
     helm = subprocess.Popen(
@@ -173,28 +178,53 @@ def test_a_training_pod_deleted_mid_run_is_retried_and_registers_once(release, m
         stderr=subprocess.STDOUT,
         text=True,
     )
-    experiment = None
-
-    def an_epoch_of_the_new_run() -> bool:
-        nonlocal experiment
-        experiment = experiment or mlflow.get_experiment_by_name("petr4-training")
-        runs = mlflow.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
-        return any(k.endswith("val_loss") for r in runs for k in r.data.metrics)
-
-    wait_until(an_epoch_of_the_new_run, 900, "an epoch of the second training", interval=1)
-    (pod,) = release.get(
-        "pods", "-l", "app.kubernetes.io/component=train", "--field-selector=status.phase=Running"
-    )["items"]
-    release.kubectl("delete", "pod", pod["metadata"]["name"], "--wait=false")
+    pod = wait_until(lambda: training_pod(release), 900, "the second training's pod", interval=1)
+    frozen = FrozenPod(pod["metadata"]["uid"])
+    try:
+        run_id = freeze_mid_fit(frozen, mlflow)
+        trainer = frozen.pid("petr4-train")
+        release.kubectl("delete", "pod", pod["metadata"]["name"], "--wait=false")
+        wait_until(lambda: sigterm_pending(trainer), 120, "the kubelet's SIGTERM", interval=0.2)
+    finally:
+        frozen.thaw()  # it takes the SIGTERM inside fit
     output, _ = helm.communicate(timeout=1800)
     assert helm.returncode == 0, output
     (job,) = release.get("jobs", "-l", "app.kubernetes.io/component=train")["items"]
-    assert job["status"]["succeeded"] == 1 and job["status"].get("failed", 0) >= 1  # retried
-    for ticker in TICKERS:  # one new version each, and whole
+    assert job["status"]["succeeded"] == 1 and job["status"].get("failed", 0) == 1  # retried
+    assert mlflow.get_run(run_id).info.status == "FAILED"
+    for ticker in TICKERS:  # one new version each, from the retry, and whole
         after = versions(mlflow, ticker)
         assert sorted(after) == sorted([*before[ticker], "2"]), after
+        assert after["2"] != run_id
         files = {a.path for a in mlflow.list_artifacts(after["2"], "model")}
         assert {"model/model.onnx", "model/scalers.json", "model/metadata.json"} <= files
+
+
+def training_pod(kube) -> dict | None:
+    """The training Job's pod once its trainer container runs (its ingest has finished)."""
+    for pod in kube.get("pods", "-l", "app.kubernetes.io/component=train")["items"]:
+        states = pod["status"].get("containerStatuses", [])
+        if any(s["name"] == "train" and "running" in s["state"] for s in states):
+            return pod
+    return None
+
+
+def freeze_mid_fit(frozen: FrozenPod, mlflow) -> str:
+    """Freezes the pod at a moment its run has logged the first epoch and not the last
+    (DEPLOY_FLAGS' two; the patience of three never stops it sooner): it is inside fit then.
+    Between checks it runs for 20 ms, far less than an epoch. Returns the run's id."""
+    experiment = mlflow.get_experiment_by_name("petr4-training")
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        frozen.freeze()
+        for run in mlflow.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'"):
+            epochs = len(mlflow.get_metric_history(run.info.run_id, "val_loss"))
+            assert epochs < MAX_EPOCHS, "its fit ended between two checks"
+            if epochs:
+                return run.info.run_id
+        frozen.thaw()
+        time.sleep(0.02)
+    raise TimeoutError("the second training logged no epoch in 900 s")
 
 
 def served(kube, folder: Path) -> str:
