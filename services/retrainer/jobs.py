@@ -6,7 +6,9 @@ the tickers are trained pooled: a ticker's model is the pooled one), or one per 
 (``<ticker>.yaml``). A retraining is that manifest, created under a generated name. Before
 creating one the launcher asks the API which training Jobs cover the ticker (those of the
 whole list, and its own): none may be running, and none may have started within the
-cooldown.
+cooldown. The scheduled retraining (``scheduled.yaml``, the whole list) is asked for by the
+chart's CronJob and starts only where no training at all runs; the cooldown is not its
+concern, since the user chose its hour.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 COVERS_LABEL = "petr4.io/covers"  # what a training Job trains: "all" tickers, or one's slug
 EVERY_TICKER = "all"
 TRIGGER_LABEL = "petr4.io/trigger"
+SCHEDULED = "scheduled"  # the template key of the scheduled retraining
 
 
 class TemplateMissing(LookupError):
@@ -91,10 +94,32 @@ class JobLauncher:
             log.info("started training Job %s for %s (%s)", created.metadata.name, ticker, reason)
             return Launch("started", created.metadata.name)
 
+    def request_scheduled(self) -> Launch:
+        """Start the scheduled retraining unless a training, whatever started it, runs."""
+        with self._lock:
+            data = self._templates()
+            if f"{SCHEDULED}.yaml" not in data:
+                raise TemplateMissing(
+                    f"ConfigMap {self.template_configmap} has no scheduled training "
+                    "(the chart renders one with trainer.schedule.enabled)"
+                )
+            jobs = self.batch.list_namespaced_job(self.namespace, label_selector=self.job_selector)
+            running = [j for j in jobs.items if _running(j)]
+            if running:
+                return Launch("active", running[0].metadata.name)
+            created = self.batch.create_namespaced_job(
+                self.namespace, yaml.safe_load(data[f"{SCHEDULED}.yaml"])
+            )
+            log.info("started the scheduled training Job %s", created.metadata.name)
+            return Launch("started", created.metadata.name)
+
+    def _templates(self) -> dict[str, str]:
+        config_map = self.core.read_namespaced_config_map(self.template_configmap, self.namespace)
+        return config_map.data or {}
+
     def _template(self, ticker: str) -> tuple[str, str]:
         """What retrains ``ticker`` (the whole list, or the ticker alone) and its manifest."""
-        config_map = self.core.read_namespaced_config_map(self.template_configmap, self.namespace)
-        data = config_map.data or {}
+        data = self._templates()
         for key in (EVERY_TICKER, ticker_slug(ticker)):
             if f"{key}.yaml" in data:
                 return key, data[f"{key}.yaml"]

@@ -2,8 +2,9 @@
 a firing realized-error alert for a served ticker starts one training Job for it, made from
 the chart's own template, unless one runs or ran within the cooldown.
 
-  POST /alerts    Alertmanager's webhook, with the shared bearer token
-  GET  /healthz   liveness and readiness
+  POST /alerts      Alertmanager's webhook, with the shared bearer token
+  POST /scheduled   the retraining CronJob's turn: the whole list, unless a training runs
+  GET  /healthz     liveness and readiness
 """
 
 from __future__ import annotations

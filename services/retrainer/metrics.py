@@ -21,9 +21,15 @@ class RetrainMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.scheduled = Counter(
+            "petr4_retrain_scheduled_requests",
+            "the retraining CronJob's requests, by what came of them: started, active",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.jobs_started = Counter(
             "petr4_retrain_jobs_started",
-            "training Jobs started",
+            "training Jobs started, by ticker (all: the whole list)",
             ["ticker"],
             registry=self.registry,
         )

@@ -1,6 +1,8 @@
 """Alertmanager's webhook, version 4: who may call it, what a valid body is, what each alert
 asks for. A malformed body is 400 and a missing or wrong token 401, and neither touches the
-cluster; a resolved alert, another alert or an unknown ticker is acknowledged and ignored."""
+cluster; a resolved alert, another alert or an unknown ticker is acknowledged and ignored.
+The chart's retraining CronJob asks here too (POST /scheduled, the same token), so that one
+process decides every training the release starts and never starts two at once."""
 
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from services.core.tokens import TokenFile, from_header
-from services.retrainer.jobs import JobLauncher
+from services.retrainer.jobs import JobLauncher, Launch, TemplateMissing
 from services.retrainer.metrics import RetrainMetrics
 
 log = logging.getLogger(__name__)
 
 PATH = "/alerts"
+SCHEDULED_PATH = "/scheduled"
+PATHS = f"POST {PATH} or {SCHEDULED_PATH}"
 
 
 class BadRequest(ValueError):
@@ -98,6 +102,14 @@ class Receiver:
             outcomes.append(AlertOutcome(name, ticker, outcome, job))
         return outcomes
 
+    def scheduled(self) -> Launch:
+        """The scheduled retraining, started unless a training runs (then: asked again later)."""
+        launch = self.launcher.request_scheduled()
+        self.metrics.scheduled.labels(launch.outcome).inc()
+        if launch.outcome == "started":
+            self.metrics.jobs_started.labels("all").inc()
+        return launch
+
 
 class WebhookHandler(BaseHTTPRequestHandler):
     server: WebhookServer
@@ -106,16 +118,19 @@ class WebhookHandler(BaseHTTPRequestHandler):
         if self.path == "/healthz":
             self._answer(HTTPStatus.OK, {"status": "ok"})
         else:
-            self._answer(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}; POST {PATH}"})
+            self._answer(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}; {PATHS}"})
 
     def do_POST(self):
         receiver, metrics = self.server.receiver, self.server.receiver.metrics
-        if self.path != PATH:
-            self._answer(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}; POST {PATH}"})
+        if self.path not in (PATH, SCHEDULED_PATH):
+            self._answer(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}; {PATHS}"})
             return
         if not receiver.authorized(self.headers.get("Authorization")):
             metrics.webhooks.labels("unauthorized").inc()
             self._answer(HTTPStatus.UNAUTHORIZED, {"error": "a valid bearer token is required"})
+            return
+        if self.path == SCHEDULED_PATH:
+            self._scheduled()
             return
         try:
             length = int(self.headers.get("Content-Length", "0"))
@@ -140,6 +155,21 @@ class WebhookHandler(BaseHTTPRequestHandler):
             return
         metrics.webhooks.labels("accepted").inc()
         self._answer(HTTPStatus.OK, {"outcomes": [asdict(o) for o in outcomes]})
+
+    def _scheduled(self) -> None:
+        try:
+            launch = self.server.receiver.scheduled()
+        except TemplateMissing as exc:
+            self._answer(HTTPStatus.CONFLICT, {"error": str(exc)})
+            return
+        except Exception:
+            log.exception("the scheduled retraining failed")
+            self._answer(
+                HTTPStatus.BAD_GATEWAY,
+                {"error": "the Kubernetes API failed; the log has the details"},
+            )
+            return
+        self._answer(HTTPStatus.OK, {"outcome": launch.outcome, "job": launch.job})
 
     def _answer(self, status: HTTPStatus, body: dict) -> None:
         data = json.dumps(body).encode()

@@ -2,7 +2,8 @@
 does (skaffold run's sequence), forecast over TLS with the token through a port-forward (the
 client and grpcurl), helm test, a training whose pod is deleted mid-run, a rollout with a
 caller inside the cluster counting failures, a rollback, the per-ticker Indexed Job, the
-retraining receiver with its own ServiceAccount, and a ticker with prices and no model.
+retraining receiver with its own ServiceAccount, the scheduled retraining it starts once the
+alert's has ended, and a ticker with prices and no model.
 
 The steps share one release and run in order; each asserts what its own step did.
 """
@@ -310,7 +311,37 @@ def test_the_receiver_starts_a_job_and_its_role_is_enforced(release):
     )
     answers = release.kubectl("exec", "deploy/petr4-retrainer", "--", "python", "-c", probe)
     assert answers.split() == ["403", "403"], answers
-    release.kubectl("delete", "job", job["metadata"]["name"], "--wait=false")
+
+
+def test_the_schedule_trains_after_the_alert_s_training_never_beside_it(release):
+    """The retraining CronJob's run, made now as `kubectl create job --from` makes it, while
+    the alert's training of the step before runs: its request waits through the Service
+    until that one has ended, then the receiver starts the scheduled training."""
+    (alerted,) = release.get("jobs", "-l", "petr4.io/trigger=alert")["items"]
+    release.helm(
+        "-n", "forecast", "upgrade", "petr4", "charts/petr4", "--reuse-values",
+        "--set", "trainer.schedule.enabled=true", "--wait", "--timeout", "10m",
+    )  # fmt: skip
+    release.kubectl("create", "job", "--from=cronjob/petr4-retrain", "retrain-now")
+    name = alerted["metadata"]["name"]
+
+    def told_to_wait_or_too_late() -> bool:
+        done = release.get("job", name)["status"].get("completionTime")
+        logs = release.run(
+            ["kubectl", "-n", "forecast", "logs", "job/retrain-now"], check=False
+        ).stdout
+        return bool(done) or f"training Job {name} runs" in logs
+
+    wait_until(told_to_wait_or_too_late, 900, "the scheduled request's first answer", interval=1)
+    release.kubectl("wait", "--for=condition=Complete", "job/retrain-now", "--timeout=1200s")
+    (scheduled,) = release.get("jobs", "-l", "petr4.io/trigger=schedule")["items"]
+    alert_ended = release.get("job", name)["status"]["completionTime"]
+    assert scheduled["metadata"]["creationTimestamp"] >= alert_ended  # after it, not beside it
+    assert scheduled["metadata"]["name"] in release.kubectl("logs", "job/retrain-now")
+    release.kubectl(
+        "wait", "--for=condition=Complete", f"job/{scheduled['metadata']['name']}",
+        "--timeout=1200s",
+    )  # fmt: skip
 
 
 def test_a_ticker_with_prices_and_no_model_is_unavailable_while_the_others_serve(release, tmp_path):

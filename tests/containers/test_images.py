@@ -34,7 +34,9 @@ def test_the_predictor_image_has_no_torch(docker_client, images):
     assert not {p for p in packages if p == "torch" or p.startswith("nvidia-")}
 
 
-def test_the_predictor_image_also_runs_the_retraining_receiver(docker_client, images):
+def test_the_predictor_image_also_runs_the_retraining_receiver_and_its_schedule(
+    docker_client, images
+):
     code, output = run(
         docker_client,
         images["predictor"],
@@ -45,6 +47,8 @@ def test_the_predictor_image_also_runs_the_retraining_receiver(docker_client, im
     assert code == 0, output
     code, output = run(docker_client, images["predictor"], "petr4-retrain", "--help")
     assert code == 0 and "POST /alerts" in output
+    code, output = run(docker_client, images["predictor"], "petr4-retrain-scheduled", "--help")
+    assert code == 0 and "--poll-seconds" in output
 
 
 def test_the_trainer_image_has_torch_and_computes_on_the_cpu(docker_client, images):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import urllib.request
 import uuid
 
 import pytest
 
 from scripts.harness.chart import Helm, named, training_job
+from scripts.harness.processes import BIN, wait_until
 from tests.helpers import tool_or_skip
 from tests.integration.conftest import ReceiverCluster
 
@@ -239,3 +241,67 @@ def test_metrics_count_webhooks_by_outcome_and_jobs_started(cluster):
         ('petr4_retrain_jobs_started_total{ticker="PETR4.SA"}', 1),
     ):
         assert re.search(re.escape(series) + rf" {value}\.0\b", text), series
+
+
+SCHEDULED = {"flags": ["--set", "trainer.schedule.enabled=true"]}
+
+
+def scheduled_request(cluster, *, token_file=None) -> subprocess.Popen:
+    """The retraining CronJob's container, as a process asking this receiver."""
+    return subprocess.Popen(
+        [
+            str(BIN / "petr4-retrain-scheduled"),
+            *("--url", cluster.receiver.url, "--poll-seconds", "0.2"),
+            *("--token-file", str(token_file or cluster.receiver.token_file)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("cluster", [SCHEDULED], indirect=True)
+def test_the_schedule_waits_for_an_alert_s_training_and_never_trains_beside_it(cluster):
+    """The CronJob asks while an alert's training runs: it waits, starts the scheduled one
+    once that ended, and an alert arriving then finds it running."""
+    cluster.receiver.post(webhook(alert()), TOKEN)
+    (alerted,) = cluster.jobs()
+    request = scheduled_request(cluster)
+    try:
+        metrics = cluster.receiver.metrics_url
+        wait_until(
+            lambda: (
+                'petr4_retrain_scheduled_requests_total{outcome="active"} 2.0'
+                in urllib.request.urlopen(metrics).read().decode()
+            ),
+            60,
+            "the scheduled request to be told twice that a training runs",
+        )
+        assert request.poll() is None and len(cluster.jobs()) == 1  # waiting, nothing started
+        cluster.fail(alerted["metadata"]["name"])
+        output, _ = request.communicate(timeout=60)
+    finally:
+        request.kill()
+    assert request.returncode == 0, output
+    scheduled = [j for j in cluster.jobs() if j["metadata"]["name"] != alerted["metadata"]["name"]]
+    (job,) = scheduled
+    assert f"started the scheduled training Job {job['metadata']['name']}" in output
+    labels = job["metadata"]["labels"]
+    assert (labels["petr4.io/trigger"], labels["petr4.io/covers"]) == ("schedule", "all")
+    assert job["metadata"]["name"].startswith("petr4-retrain-scheduled-")
+    status, answer = cluster.receiver.post(webhook(alert("VALE3.SA")), TOKEN)
+    assert (status, outcomes(answer)) == (200, ["active"]) and len(cluster.jobs()) == 2
+
+
+def test_without_a_scheduled_template_or_the_token_the_request_is_refused(cluster, tmp_path):
+    """The chart's defaults render no scheduled training; a wrong token is refused before."""
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("wrong\n")
+    for token_file, said in (
+        (wrong, "HTTP 401: a valid bearer token is required"),
+        (None, "HTTP 409: ConfigMap petr4-retrain-jobs has no scheduled training"),
+    ):
+        request = scheduled_request(cluster, token_file=token_file)
+        output, _ = request.communicate(timeout=60)
+        assert request.returncode == 1 and said in output, output
+    assert cluster.jobs() == []
