@@ -6,11 +6,13 @@ is in."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import uuid
 from datetime import date
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -46,36 +48,44 @@ def snapshots(mlflow_server, tmp_path):
     return tickers, experiment
 
 
-def start_training(tickers, experiment, uri: str, log) -> subprocess.Popen:
-    args = ["--tickers", *tickers, "--prices-experiment", experiment, *SMALL_TRAINING]
-    return subprocess.Popen(
-        [str(BIN / "petr4-train"), *args, "--experiment", f"training-{experiment}"],
-        env=os.environ | QUIET_MLFLOW | {"MLFLOW_TRACKING_URI": uri},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def test_sigterm_mid_fit_fails_the_attempt_and_registers_nothing(
-    mlflow_server, snapshots, tmp_path
-):
+@contextlib.contextmanager
+def training_held(mlflow_server, snapshots, log: Path, **hold):
+    """The pooled training as a process, its MLflow requests through a proxy holding the
+    one ``hold`` names: yields (the process, the proxy) once that request is in flight."""
     tickers, experiment = snapshots
-    proxy = TcpProxy(mlflow_server.port, hold_containing=FIRST_EPOCH_LOGGED)
-    log = tmp_path / "train.log"
+    args = ["--tickers", *tickers, "--prices-experiment", experiment, *SMALL_TRAINING]
+    proxy = TcpProxy(mlflow_server.port, **hold)
     try:
         with log.open("w") as out:
-            training = start_training(tickers, experiment, proxy.uri, out)
+            training = subprocess.Popen(
+                [str(BIN / "petr4-train"), *args, "--experiment", f"training-{experiment}"],
+                env=os.environ | QUIET_MLFLOW | {"MLFLOW_TRACKING_URI": proxy.uri},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             try:
-                assert proxy.held.wait(600), "the training never logged an epoch"
-                training.send_signal(signal.SIGTERM)
-                assert training.wait(120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+                assert proxy.held.wait(600), f"the training never sent {hold}"
+                yield training, proxy
             finally:
                 training.kill()
     finally:
         proxy.release()
         proxy.close()
+
+
+def test_sigterm_mid_fit_fails_the_attempt_and_registers_nothing(
+    mlflow_server, snapshots, tmp_path
+):
+    log = tmp_path / "train.log"
+    with training_held(mlflow_server, snapshots, log, hold_containing=FIRST_EPOCH_LOGGED) as (
+        training,
+        _,
+    ):
+        training.send_signal(signal.SIGTERM)
+        assert training.wait(120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
     assert "stopped by SIGTERM before registering" in log.read_text()
+    tickers, experiment = snapshots
     direct = MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
     (run,) = direct.search_runs(
         [direct.get_experiment_by_name(f"training-{experiment}").experiment_id]
@@ -87,25 +97,14 @@ def test_sigterm_mid_fit_fails_the_attempt_and_registers_nothing(
 
 
 def test_sigterm_during_registration_lets_the_pass_finish(mlflow_server, snapshots, tmp_path):
-    tickers, experiment = snapshots
-    proxy = TcpProxy(mlflow_server.port, hold=CREATE_VERSION)
     log = tmp_path / "train.log"
-    try:
-        with log.open("w") as out:
-            training = start_training(tickers, experiment, proxy.uri, out)
-            try:
-                assert proxy.held.wait(600), "the training never reached registration"
-                training.send_signal(signal.SIGTERM)
-                wait_until(lambda: "SIGTERM during registration" in log.read_text(), 60,
-                           "the trainer's note of the signal")  # fmt: skip
-                proxy.release()
-                assert training.wait(120) == 0, log.read_text()[-3000:]
-            finally:
-                training.kill()
-    finally:
+    with training_held(mlflow_server, snapshots, log, hold=CREATE_VERSION) as (training, proxy):
+        training.send_signal(signal.SIGTERM)
+        wait_until(lambda: "SIGTERM during registration" in log.read_text(), 60,
+                   "the trainer's note of the signal")  # fmt: skip
         proxy.release()
-        proxy.close()
+        assert training.wait(120) == 0, log.read_text()[-3000:]
     direct = MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
-    for ticker in tickers:
+    for ticker in snapshots[0]:
         name = registered_model_name(ticker)
         assert [v.version for v in direct.search_model_versions(f"name = '{name}'")] == ["1"]
