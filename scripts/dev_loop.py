@@ -196,7 +196,10 @@ class Loop:
         seen = self.state()
         self.once()
         print("watching for changes (Ctrl-C ends the loop)", flush=True)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # Ctrl-C and SIGTERM end it, even where it was started with SIGINT ignored (as a
+        # shell does for a background command): the clean-up below is its promise.
+        for ending in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(ending, signal.default_int_handler)
         try:
             while True:
                 time.sleep(1)

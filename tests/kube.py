@@ -71,6 +71,12 @@ class Kube:
         listing = {"apiVersion": "v1", "kind": "List", "items": objects}
         self.kubectl("apply", "-f", "-", stdin=json.dumps(listing), namespace=namespace)
 
+    def empty_namespace(self, namespace: str = NAMESPACE) -> None:
+        """The namespace created anew: what an earlier test left there (a release, its
+        volumes' claims) cannot pass for this one's."""
+        self.run(["kubectl", "delete", "namespace", namespace, "--ignore-not-found", "--wait"])
+        self.run(["kubectl", "create", "namespace", namespace])
+
     def secret(self, name: str, key: str, namespace: str = NAMESPACE) -> bytes:
         field = key.replace(".", "\\.")
         encoded = self.kubectl(

@@ -92,6 +92,7 @@ def image_of(kube, deployment: str) -> str:
 
 def test_an_edit_rolls_only_what_runs_from_the_edited_image(kube, tmp_path):
     repo = copy_of_the_repository(tmp_path / "repo")
+    kube.empty_namespace()
     loop = DevLoop(repo, kube)
     try:
         loop.deployed(1)
@@ -116,6 +117,9 @@ def test_an_edit_rolls_only_what_runs_from_the_edited_image(kube, tmp_path):
         assert job["status"]["succeeded"] == 1  # trained again, with the edited image
     finally:
         loop.process.send_signal(signal.SIGINT)
-        loop.process.wait(600)
-        kube.run(["kubectl", "delete", "namespace", "forecast", "--wait"], check=False)
+        try:
+            loop.process.wait(600)
+        finally:  # whatever came of it, the next test starts on an empty namespace
+            loop.process.kill()
+            kube.run(["kubectl", "delete", "namespace", "forecast", "--wait"], check=False)
     assert any("uninstalled petr4" in line for line in loop.lines), "\n".join(loop.lines[-20:])

@@ -45,6 +45,7 @@ DEPLOY_FLAGS = [
 @pytest.fixture(scope="module")
 def release(kube):
     """The monitoring CRDs, then the release as `make deploy` installs it."""
+    kube.empty_namespace()
     for crd in sorted(SCHEMAS.glob("crd-*.yaml")):
         kube.run(["kubectl", "apply", "--server-side", "-f", str(crd)])
     deploy = subprocess.run(

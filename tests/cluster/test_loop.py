@@ -124,7 +124,7 @@ def release(monitoring, tmp_path_factory):
     """The release as `make deploy` installs it, its prices from the CSV ConfigMap."""
     kube = monitoring
     folder = tmp_path_factory.mktemp("prices")
-    kube.run(["kubectl", "create", "namespace", "forecast"], check=False)
+    kube.empty_namespace()
     put_prices(kube, prices_csv(shocked=False), folder)
     deploy = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "dev_loop.py"), "run", "--", *VALUES],
