@@ -286,6 +286,9 @@ template:
       # The list is read from the tickers ConfigMap: a new list is a new Job.
       checksum/tickers: {{ toJson $v.tickers | sha256sum | trunc 16 | quote }}
   spec:
+    # A SIGTERM before registration ends the training at once; one during it waits for the
+    # pass to finish, and this is how long it may take.
+    terminationGracePeriodSeconds: {{ $v.trainer.terminationGracePeriodSeconds }}
     {{- include "petr4.jobPodSpec" (dict "root" .root "container" "train" "role" "train" "command" $command "env" $env "envPrefix" "TRAIN" "resources" $v.trainer.resources "ingestFirst" true) | nindent 4 }}
 {{- end -}}
 
