@@ -10,10 +10,12 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.harness.chart import CHART
+from scripts.harness.processes import free_port, http_ok, wait_until
 from tests.helpers import REPO
 
 NODE = [sys.executable, str(REPO / "k8s" / "node" / "node.py")]
@@ -94,6 +96,29 @@ class Kube:
             stderr=subprocess.DEVNULL,
             env=os.environ | {"KUBECONFIG": self.kubeconfig},
         )
+
+    def post_alert(self, alertname: str, ticker: str) -> str:
+        """One firing alert, as Alertmanager posts it, to the retraining receiver's Service
+        through a port-forward, with the chart's token: what came of it (started, active...)."""
+        token = self.secret("petr4-retrainer-token", "token").decode()
+        port = free_port()
+        forward = self.forward("service/petr4-retrainer", port, 8080)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: http_ok(f"{url}/healthz"), 60, "the receiver's port-forward")
+            labels = {"alertname": alertname, "ticker": ticker, "namespace": NAMESPACE}
+            request = urllib.request.Request(
+                f"{url}/alerts",
+                data=json.dumps(
+                    {"version": "4", "alerts": [{"status": "firing", "labels": labels}]}
+                ).encode(),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.load(response)["outcomes"][0]["outcome"]
+        finally:
+            forward.terminate()
+            forward.wait()
 
     def token_kubeconfig(self, path: Path, service_account: str, namespace: str) -> Path:
         """A kubeconfig that is ``service_account`` (a token the API server issues for it):

@@ -16,7 +16,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -268,34 +267,13 @@ def test_the_per_ticker_indexed_job_trains_each_ticker(release, mlflow):
 
 def test_the_receiver_starts_a_job_and_its_role_is_enforced(release):
     """Within a day of the last training it starts none (its cooldown); with none, one."""
-    token = release.secret("petr4-retrainer-token", "token").decode()
-
-    def post_an_alert() -> str:
-        port = free_port()
-        forward = release.forward("service/petr4-retrainer", port, 8080)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until(lambda: http_ok(f"{url}/healthz"), 60, "the receiver's port-forward")
-            labels = {"alertname": "Petr4RealizedMAEHigh", "ticker": TICKERS[1]}
-            request = urllib.request.Request(
-                f"{url}/alerts",
-                data=json.dumps(
-                    {"version": "4", "alerts": [{"status": "firing", "labels": labels}]}
-                ).encode(),
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return json.load(response)["outcomes"][0]["outcome"]
-        finally:
-            forward.terminate()
-            forward.wait()
-
-    assert post_an_alert() == "cooldown"  # the Indexed Job trained it minutes ago
+    # The Indexed Job trained it minutes ago.
+    assert release.post_alert("Petr4RealizedMAEHigh", TICKERS[1]) == "cooldown"
     release.helm(
         "-n", "forecast", "upgrade", "petr4", "charts/petr4", "--reuse-values",
         "--set", "retrainer.cooldownSeconds=0", "--wait", "--timeout", "10m",
     )  # fmt: skip
-    assert post_an_alert() == "started"
+    assert release.post_alert("Petr4RealizedMAEHigh", TICKERS[1]) == "started"
     (job,) = release.get("jobs", "-l", "petr4.io/trigger=alert")["items"]
     assert job["metadata"]["annotations"]["petr4.io/alert"] == "Petr4RealizedMAEHigh"
     # The receiver's own identity, from inside its pod: what its Role does not grant, the API

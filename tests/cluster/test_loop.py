@@ -197,7 +197,8 @@ def test_a_volatility_shock_fires_the_alert_and_the_receiver_retrains(release, p
     (job,) = kube.get("jobs", "-l", "petr4.io/trigger=alert")["items"]
     assert job["metadata"]["annotations"]["petr4.io/alert"] == "Petr4IntervalCoverageOff"
     step("training Job created by the receiver")
-    assert post_alert(kube) == "active"  # a second alert while it runs creates nothing
+    # A second alert while it runs creates nothing.
+    assert kube.post_alert("Petr4IntervalCoverageOff", TICKER) == "active"
     assert len(kube.get("jobs", "-l", "petr4.io/trigger=alert")["items"]) == 1
     name = job["metadata"]["name"]
     kube.kubectl("wait", "--for=condition=Complete", f"job/{name}", "--timeout=1200s")
@@ -215,30 +216,6 @@ def test_a_volatility_shock_fires_the_alert_and_the_receiver_retrains(release, p
         print("\nthe loop, seconds from the shock's ingestion:")
         for name, seconds in steps.items():
             print(f"  {seconds:7.1f}  {name}")
-
-
-def post_alert(kube) -> str:
-    token = kube.secret("petr4-retrainer-token", "token").decode()
-    port = free_port()
-    forward = kube.forward("service/petr4-retrainer", port, 8080)
-    try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "the receiver")
-        labels = {
-            "alertname": "Petr4IntervalCoverageOff",
-            "ticker": TICKER,
-            "namespace": "forecast",
-        }
-        body = {"version": "4", "alerts": [{"status": "firing", "labels": labels}]}
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/alerts",
-            data=json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.load(response)["outcomes"][0]["outcome"]
-    finally:
-        forward.terminate()
-        forward.wait()
 
 
 def served_version(kube, folder: Path) -> str:
