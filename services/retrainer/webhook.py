@@ -148,10 +148,7 @@ class WebhookHandler(BaseHTTPRequestHandler):
         except Exception:  # the API server is away, say: Alertmanager retries on 5xx
             metrics.webhooks.labels("error").inc()
             log.exception("handling %d alerts failed", len(alerts))
-            self._answer(
-                HTTPStatus.BAD_GATEWAY,
-                {"error": "the Kubernetes API failed; the log has the details"},
-            )
+            self._api_failed()
             return
         metrics.webhooks.labels("accepted").inc()
         self._answer(HTTPStatus.OK, {"outcomes": [asdict(o) for o in outcomes]})
@@ -164,12 +161,15 @@ class WebhookHandler(BaseHTTPRequestHandler):
             return
         except Exception:
             log.exception("the scheduled retraining failed")
-            self._answer(
-                HTTPStatus.BAD_GATEWAY,
-                {"error": "the Kubernetes API failed; the log has the details"},
-            )
+            self._api_failed()
             return
         self._answer(HTTPStatus.OK, {"outcome": launch.outcome, "job": launch.job})
+
+    def _api_failed(self) -> None:
+        """502, which Alertmanager and the scheduled request both answer by asking again."""
+        self._answer(
+            HTTPStatus.BAD_GATEWAY, {"error": "the Kubernetes API failed; the log has the details"}
+        )
 
     def _answer(self, status: HTTPStatus, body: dict) -> None:
         data = json.dumps(body).encode()
