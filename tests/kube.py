@@ -1,6 +1,6 @@
 """What the integration and cluster tiers share to talk to a node of k8s/node/: its status,
-kubectl (the node's own build) and helm with its kubeconfig, its API server's audit log, and
-a pod's processes frozen in place."""
+kubectl (the node's own build) and helm with its kubeconfig, skaffold as `make deploy` and
+`make dev` run it, its API server's audit log, and a pod's processes frozen in place."""
 
 from __future__ import annotations
 
@@ -20,6 +20,18 @@ from tests.helpers import REPO
 
 NODE = [sys.executable, str(REPO / "k8s" / "node" / "node.py")]
 NAMESPACE = "forecast"
+
+
+def skaffold(command: str, values: dict, folder: Path, source: str, repo: Path = REPO) -> dict:
+    """Popen's arguments for `make deploy` (``run``) or `make dev` (``dev``) in ``repo``, with
+    ``values`` over the chart's (skaffold.yaml's PETR4_VALUES) and prices from ``source``."""
+    values_file = folder / "values.yaml"
+    values_file.write_text(json.dumps(values))  # JSON is YAML
+    return {
+        "args": [sys.executable, str(repo / "scripts" / "skaffold.py"), command],
+        "cwd": repo,
+        "env": os.environ | {"PETR4_VALUES": str(values_file), "PETR4_SOURCE": source},
+    }
 
 
 def node_status(name: str = "petr4") -> dict:
@@ -72,6 +84,14 @@ class Kube:
     def apply(self, objects: list[dict], namespace: str = NAMESPACE) -> None:
         listing = {"apiVersion": "v1", "kind": "List", "items": objects}
         self.kubectl("apply", "-f", "-", stdin=json.dumps(listing), namespace=namespace)
+
+    def deploy(self, values: dict, folder: Path, source: str = "synthetic") -> None:
+        """The release as `make deploy` installs it: skaffold run, its images built and
+        copied into the node, helm install or upgrade with skaffold.yaml's settings."""
+        done = subprocess.run(
+            **skaffold("run", values, folder, source), capture_output=True, text=True, timeout=3600
+        )
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-6000:]
 
     def empty_namespace(self, namespace: str = NAMESPACE) -> None:
         """The namespace created anew: what an earlier test left there (a release, its

@@ -1,7 +1,7 @@
 """One node of upstream Kubernetes on this machine, inside a network namespace of its own.
 
     python3 k8s/node/node.py up [--control-plane-only]   build (once) and start it
-    python3 k8s/node/node.py load IMAGE...               images from Docker into its containerd
+    python3 k8s/node/node.py load [--if-missing] IMAGE...  images from Docker into its containerd
     python3 k8s/node/node.py monitoring                  add the monitoring stack (stack.py)
     python3 k8s/node/node.py status [--json]             what runs, and where its kubeconfig is
     python3 k8s/node/node.py down                        stop it and leave the host as it was
@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     load = commands.add_parser("load", help="copy images from the Docker daemon into the node")
     load.add_argument("images", nargs="+")
+    load.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="only images it holds by no such name (for tags that name their inputs)",
+    )
     show = commands.add_parser("status", help="what runs; exit 1 unless all of it does")
     show.add_argument("--json", action="store_true")
     commands.add_parser("build", help="only build the programs (cached)")
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             down(node)
         elif args.command == "load":
-            load_images(node, args.images)
+            load_images(node, args.images, args.if_missing)
         elif args.command == "monitoring":
             stack.up(node, running(node), log=lambda line: print(f"node: {line}", flush=True))
     except (NodeError, programs.BuildFailed, host.HostRefused) as error:
@@ -170,19 +175,40 @@ def running(node: Node) -> Starter:
     return Starter(node, Path(info["bin"]), holder)
 
 
-def load_images(node: Node, images: list[str]) -> None:
-    """``docker save`` straight into the node's containerd: the names stay the ones Docker
-    gave them, as the chart and the dev loop use them."""
+def load_images(node: Node, images: list[str], if_missing: bool = False) -> None:
+    """``docker save`` straight into the node's containerd, each image under every name Docker
+    gives it (skaffold deploys a local build by a second tag, its image ID): the names stay
+    Docker's, as the chart and skaffold use them. With ``if_missing``, names the node holds
+    already are not copied again (tags that name their inputs, as skaffold's do)."""
     starter = running(node)
-    saved = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
+    names = sorted({name for image in images for name in docker_names(image)})
+    if if_missing:
+        held = worker.image_names(node, starter.bin)
+        if held.issuperset(names):
+            print(f"node: it holds {', '.join(names)} already", flush=True)
+            return
+        names = [name for name in names if name not in held]
+    saved = subprocess.Popen(["docker", "save", *names], stdout=subprocess.PIPE)
     try:
         listing = worker.import_images(node, starter.bin, saved.stdout)
     finally:
         saved.stdout.close()
         saved_code = saved.wait()
     if saved_code != 0:
-        raise NodeError(f"docker save {' '.join(images)} failed (is each image built?)")
+        raise NodeError(f"docker save {' '.join(names)} failed")
     print(listing.strip(), flush=True)
+
+
+def docker_names(image: str) -> list[str]:
+    """Every tag Docker gives ``image``'s image."""
+    done = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .RepoTags}}", image],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise NodeError(f"Docker has no image {image} (is it built?): {done.stderr.strip()}")
+    return json.loads(done.stdout) or [image]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The programs that run on the node, built from the modules their go.mod files pin, and the
-images made of them; in two bundles: the node's own (go.mod here, with the project's pause/
-and coredns/), and the monitoring stack's (monitoring/*/go.mod, one module a program, as each
-needs its own versions of the Kubernetes libraries).
+images made of them; in three bundles: the node's own (go.mod here, with the project's pause/
+and coredns/), the monitoring stack's (monitoring/*/go.mod, one module a program, as each
+needs its own versions of the Kubernetes libraries), and the host's tools (skaffold/).
 
 A bundle is built once and cached outside the clone under a key made of everything it is built
 from (its go.mod and go.sum files, the project's own Go files, the Go release and the recipe
@@ -167,6 +167,20 @@ MONITORING = Bundle(
         Image("alertmanager", "petr4.local/alertmanager:v0.28.1", "/bin/alertmanager"),
         Image("kube-state-metrics", "petr4.local/kube-state-metrics:v2.20.0"),
     ),
+)
+# skaffold for the dev loop on the node (skaffold.yaml's node profile): a tool of the host's,
+# not the node's, so a bundle of its own that a new node version does not rebuild.
+TOOLS = Bundle(
+    "tools",
+    (
+        Group(
+            "github.com/GoogleContainerTools/skaffold/v2",
+            ("github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold",),
+            "-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version={version}",
+            folder="skaffold",
+        ),
+    ),
+    (),
 )
 # What a package path builds, where its last element does not say it.
 _NAMES = {"go.etcd.io/etcd/server/v3": "etcd", "k8s.io/kube-state-metrics/v2": "kube-state-metrics"}

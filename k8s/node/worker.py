@@ -104,13 +104,26 @@ def storage(node: Node) -> str:
     return "\n---\n".join(documents)
 
 
+def _ctr(node: Node, bin_dir: Path) -> list[str]:
+    address = node.run / "containerd" / "containerd.sock"
+    return [str(bin_dir / "ctr"), "--address", str(address), "-n", "k8s.io"]
+
+
+def image_names(node: Node, bin_dir: Path) -> set[str]:
+    """The names containerd holds for the kubelet, as Docker writes them (no docker.io/library/)."""
+    done = subprocess.run(
+        [*_ctr(node, bin_dir), "images", "ls", "--quiet"], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise NodeError(f"ctr images ls: {done.stderr.strip()}")
+    return {name.removeprefix("docker.io/library/") for name in done.stdout.split()}
+
+
 def import_images(node: Node, bin_dir: Path, stream) -> str:
     """``ctr images import`` of one archive read from ``stream``, into the CRI's namespace;
     the layers' compressed copies are let go once unpacked (the snapshots are what runs)."""
-    address = node.run / "containerd" / "containerd.sock"
-    ctr = [str(bin_dir / "ctr"), "--address", str(address), "-n", "k8s.io"]
     done = subprocess.run(
-        [*ctr, "images", "import", "--local", "--discard-unpacked-layers", "-"],
+        [*_ctr(node, bin_dir), "images", "import", "--local", "--discard-unpacked-layers", "-"],
         stdin=stream,
         capture_output=True,
         text=True,

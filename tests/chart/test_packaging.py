@@ -40,9 +40,10 @@ def skaffold_schema():
 
 def skaffold_config(profile: str | None = None) -> dict:
     config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
-    if profile:
+    if profile:  # as skaffold applies one: its sections replace the config's, then its patches
         (chosen,) = [p for p in config.pop("profiles") if p["name"] == profile]
-        config = jsonpatch.apply_patch(config, chosen["patches"])
+        config |= {key: chosen[key] for key in ("build", "deploy") if key in chosen}
+        config = jsonpatch.apply_patch(config, chosen.get("patches", []))
     return config
 
 
@@ -88,6 +89,34 @@ def test_skaffold_wires_every_image_into_the_chart():
         assert templates[f"{value}.repository"] == f"{{{{.IMAGE_REPO_petr4_{image}}}}}"
         assert templates[f"{value}.tag"] == f"{{{{.IMAGE_TAG_petr4_{image}}}}}"
     assert config["build"]["local"]["push"] is False
+
+
+def test_skaffold_node_profile_builds_the_same_images_and_copies_each_into_the_node(
+    skaffold_schema,
+):
+    """On the local node (its kube context turns the profile on, and skaffold's global config
+    for it calls it a local cluster) each image is built by build_images.py from the same
+    Dockerfile at the same kind of tag, and copied into the node once skaffold has tagged it."""
+    default, node = skaffold_config(), skaffold_config("node")
+    jsonschema.Draft7Validator(skaffold_schema).validate(node)
+    (profile,) = [p for p in yaml.safe_load((REPO / "skaffold.yaml").read_text())["profiles"]
+                  if p["name"] == "node"]  # fmt: skip
+    global_config = yaml.safe_load((REPO / "k8s" / "node" / "skaffold" / "config.yaml").read_text())
+    (context,) = global_config["kubeContexts"]
+    assert profile["activation"] == [{"kubeContext": context["kube-context"]}]
+    assert context["local-cluster"] is True and global_config["global"]["collect-metrics"] is False
+    dockerfiles = {a["image"]: a["docker"]["dockerfile"] for a in default["build"]["artifacts"]}
+    built = {}
+    for artifact in node["build"]["artifacts"]:
+        built[artifact["image"]] = artifact["custom"]["dependencies"]["dockerfile"]["path"]
+        command = artifact["custom"]["buildCommand"].split()
+        assert command[:2] == ["python", "scripts/build_images.py"]
+        assert command[-1] == artifact["image"].removeprefix("petr4-")
+        (hook,) = artifact["hooks"]["after"]
+        assert 'k8s/node/node.py load --if-missing "$SKAFFOLD_IMAGE"' in hook["command"][-1]
+    assert built == dockerfiles
+    assert node["build"]["tagPolicy"] == default["build"]["tagPolicy"]
+    assert node["build"]["local"]["push"] is False
 
 
 def test_skaffold_waits_for_a_first_training():

@@ -1,43 +1,38 @@
-"""`make dev` (what `skaffold dev` does) on the node, run on a copy of the repository: an edit
-to the predictor's code rebuilds its image alone and rolls what runs from it (the predictor
-and the receiver), nothing else; an edit to the trainer's code trains again; Ctrl-C
-uninstalls the release."""
+"""`make dev` (`skaffold dev` on the node) run on a copy of the repository: an edit to the
+predictor's code rebuilds its image alone and rolls what runs from it (the predictor and the
+receiver), nothing else; an edit to the trainer's code trains again; Ctrl-C uninstalls the
+release."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from scripts import kube_tools
 from scripts.harness.processes import wait_until
-from tests.cluster.test_journey import DEPLOY_FLAGS
+from tests.cluster.test_journey import DEPLOY_VALUES
 from tests.helpers import REPO
+from tests.kube import skaffold
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(3600)]
 
-WATCHING = "watching for changes"
+WATCHING = "Watching for changes"  # what skaffold dev prints after each deploy
 
 
 class DevLoop:
-    """scripts/dev_loop.py dev in ``repo``, its output collected line by line."""
+    """`make dev` in ``repo``, its output collected line by line."""
 
-    def __init__(self, repo: Path, kube):
-        tools = str(Path(kube_tools.locate("helm")).parent)
+    def __init__(self, repo: Path, folder: Path):
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, str(repo / "scripts" / "dev_loop.py"), "dev", "--", *DEPLOY_FLAGS],
-            cwd=repo,
+            **skaffold("dev", DEPLOY_VALUES, folder, "synthetic", repo),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=os.environ | {"PETR4_SOURCE": "synthetic", "PATH": f"{tools}:{os.environ['PATH']}"},
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -57,8 +52,6 @@ class DevLoop:
             interval=1,
         )
         assert self.process.poll() is None, "\n".join(self.lines[-30:])
-        failures = [line for line in self.lines if line.startswith("dev_loop:")]
-        assert not failures, "\n".join(self.lines[-30:])
 
 
 def copy_of_the_repository(target: Path) -> Path:
@@ -93,7 +86,7 @@ def image_of(kube, deployment: str) -> str:
 def test_an_edit_rolls_only_what_runs_from_the_edited_image(kube, tmp_path):
     repo = copy_of_the_repository(tmp_path / "repo")
     kube.empty_namespace()
-    loop = DevLoop(repo, kube)
+    loop = DevLoop(repo, tmp_path)
     try:
         loop.deployed(1)
         first = workloads(kube)
@@ -122,4 +115,6 @@ def test_an_edit_rolls_only_what_runs_from_the_edited_image(kube, tmp_path):
         finally:  # whatever came of it, the next test starts on an empty namespace
             loop.process.kill()
             kube.run(["kubectl", "delete", "namespace", "forecast", "--wait"], check=False)
-    assert any("uninstalled petr4" in line for line in loop.lines), "\n".join(loop.lines[-20:])
+    assert any('release "petr4" uninstalled' in line for line in loop.lines), "\n".join(
+        loop.lines[-20:]
+    )

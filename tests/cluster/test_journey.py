@@ -14,7 +14,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,29 +32,21 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(3600)]
 TICKERS = ["PETR4.SA", "VALE3.SA", "ITUB4.SA"]
 MAX_EPOCHS = 2
 # What a user's `make deploy` gets, with three tickers and the short recipe.
-DEPLOY_FLAGS = [
-    "--set-json",
-    f"tickers={json.dumps(TICKERS)}",
-    "--set-json",
-    f'trainer.extraArgs=["--folds","1","--max-epochs","{MAX_EPOCHS}","--champion-tolerance","1"]',
-]
+DEPLOY_VALUES = {
+    "tickers": TICKERS,
+    "trainer": {
+        "extraArgs": ["--folds", "1", "--max-epochs", str(MAX_EPOCHS), "--champion-tolerance", "1"]
+    },
+}
 
 
 @pytest.fixture(scope="module")
-def release(kube):
+def release(kube, tmp_path_factory):
     """The monitoring CRDs, then the release as `make deploy` installs it."""
     kube.empty_namespace()
     for crd in sorted(SCHEMAS.glob("crd-*.yaml")):
         kube.run(["kubectl", "apply", "--server-side", "-f", str(crd)])
-    deploy = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "dev_loop.py"), "run", "--", *DEPLOY_FLAGS],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=os.environ | {"PETR4_SOURCE": "synthetic", "KUBECONFIG": kube.kubeconfig},
-        timeout=3600,
-    )
-    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    kube.deploy(DEPLOY_VALUES, tmp_path_factory.mktemp("deploy"))
     yield kube
     kube.run(["helm", "-n", "forecast", "uninstall", "petr4", "--wait"], check=False)
     # What the chart keeps past an uninstall (MLflow's volume, the admin's and the TLS Secrets).
@@ -212,7 +203,7 @@ def training_pod(kube) -> dict | None:
 
 def freeze_mid_fit(frozen: FrozenPod, mlflow) -> str:
     """Freezes the pod at a moment its run has logged the first epoch and not the last
-    (DEPLOY_FLAGS' two; the patience of three never stops it sooner): it is inside fit then.
+    (DEPLOY_VALUES' two; the patience of three never stops it sooner): it is inside fit then.
     Between checks it runs for 20 ms, far less than an epoch. Returns the run's id."""
     experiment = mlflow.get_experiment_by_name("petr4-training")
     deadline = time.monotonic() + 900

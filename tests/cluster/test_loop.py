@@ -15,9 +15,7 @@ of the dashboard has data.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -31,7 +29,7 @@ from scripts.check_cluster import panel_queries
 from scripts.harness.chart import CHART
 from scripts.harness.processes import free_port, http_ok, run_cli, wait_until
 from services.core import tokens
-from tests.helpers import REPO, SHARED_DATA
+from tests.helpers import SHARED_DATA
 from tests.kube import NODE
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -39,17 +37,21 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(3600)]
 TICKER = "PETR4.SA"
 TRAINED_THROUGH = "2024-06-28"
 SHOCK_DAYS, SHOCK = 60, 5.0
-VALUES = [
-    "--set-json", f'tickers=["{TICKER}"]',
-    "--set", "ingestion.csvConfigMap=loop-prices",
-    "--set-string", "ingestion.source=csv:/etc/petr4/prices/{ticker}.csv",
-    "--set-json", 'trainer.extraArgs=["--folds","1","--max-epochs","2"]',
-    "--set", "predictor.refreshSeconds=5",
-    "--set", "monitoring.serviceMonitor.interval=5s",
-    "--set", "monitoring.prometheusRule.liveScoresFor=30s",
-    "--set", "retrainer.cooldownSeconds=0",
-    "--set", "retrainer.alertmanager.groupWait=5s,retrainer.alertmanager.groupInterval=10s",
-]  # fmt: skip
+VALUES = {
+    "tickers": [TICKER],
+    "ingestion": {"csvConfigMap": "loop-prices"},
+    "trainer": {"extraArgs": ["--folds", "1", "--max-epochs", "2"]},
+    "predictor": {"refreshSeconds": 5},
+    "monitoring": {
+        "serviceMonitor": {"interval": "5s"},
+        "prometheusRule": {"liveScoresFor": "30s"},
+    },
+    "retrainer": {
+        "cooldownSeconds": 0,
+        "alertmanager": {"groupWait": "5s", "groupInterval": "10s"},
+    },
+}
+SOURCE = "csv:/etc/petr4/prices/{ticker}.csv"
 
 
 def prices_csv(shocked: bool) -> str:
@@ -126,15 +128,7 @@ def release(monitoring, tmp_path_factory):
     folder = tmp_path_factory.mktemp("prices")
     kube.empty_namespace()
     put_prices(kube, prices_csv(shocked=False), folder)
-    deploy = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "dev_loop.py"), "run", "--", *VALUES],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=os.environ | {"KUBECONFIG": kube.kubeconfig},
-        timeout=3600,
-    )
-    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    kube.deploy(VALUES, folder, source=SOURCE)
     yield kube, folder
     kube.run(["helm", "-n", "forecast", "uninstall", "petr4", "--wait"], check=False)
     kube.run(["kubectl", "delete", "namespace", "forecast", "--wait"], check=False)

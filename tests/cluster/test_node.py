@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO
 from tests.kube import NODE, node_status
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -88,6 +89,34 @@ def _mentions(process: Path, name: str) -> bool:
         return f"petr4-node/{name}" in (process / "cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
+
+
+def test_load_copies_an_image_under_each_of_its_names_once(second_node):
+    """What skaffold's build hook on the node does: an image copied under every tag Docker
+    gives it (skaffold deploys a second one, its ID), and not again while the node holds them."""
+    node("up")
+    status = node_status(NAME)
+    base = "python:3.11-slim-bookworm"  # the images' base (pulled, or made here once)
+    subprocess.run(["bash", str(REPO / "scripts" / "python_base.sh"), base], check=True)
+    second = f"petr4-load-check:{NAME}"
+    subprocess.run(["docker", "tag", base, second], check=True)
+    try:
+        first = node("load", "--if-missing", second).stdout
+        assert f"docker.io/library/{second}" in first and "docker.io/library/python" in first
+        again = node("load", "--if-missing", second).stdout
+        assert "already" in again and "unpacking" not in again
+        ctr = [str(Path(status["bin"]) / "ctr"), "-n", "k8s.io", "--address"]
+        ctr.append(f"/run/petr4-node/{NAME}/containerd/containerd.sock")
+        held = subprocess.run(
+            [*ctr, "images", "ls", "--quiet"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert f"docker.io/library/{second}" in held  # what the kubelet runs pods from
+    finally:
+        subprocess.run(["docker", "rmi", second], capture_output=True)
+    node("down")
 
 
 def test_after_a_crash_the_next_start_starts_clean(second_node):
