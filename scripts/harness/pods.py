@@ -16,6 +16,7 @@ resolve to loopback, so ports are the ones the chart was rendered with.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import time
@@ -29,6 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.core import tokens
+from services.secrets import main as secrets_job
 
 _VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 _UNITS = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
@@ -85,7 +87,9 @@ class PodHost:
 
     def use(self, docs: list[dict]) -> None:
         """Serve a rendering's Services' names, ConfigMaps and Secrets to the pods started
-        here, as the API server would (Secrets the caller set beforehand stay)."""
+        here, as the API server would: its own Secrets, and those the chart's hook Job
+        (petr4-secrets) would make, made by the same code (Secrets the caller set beforehand
+        stay, as the Job keeps those that exist)."""
         self.hosts = service_hosts(docs)
         self.config_maps = {
             d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"
@@ -94,6 +98,10 @@ class PodHost:
             if doc["kind"] == "Secret":
                 data = {k: base64.b64decode(v).decode() for k, v in doc.get("data", {}).items()}
                 self.secrets.setdefault(doc["metadata"]["name"], data)
+            elif doc["kind"] == "ConfigMap" and doc["metadata"]["name"].endswith("-secrets"):
+                for entry in json.loads(doc["data"]["spec.json"]):
+                    if entry["name"] not in self.secrets:
+                        self.secrets[entry["name"]] = secrets_job.make(entry)[1]
 
     def predictor_credentials(self, folder: Path) -> tuple[Path, Path]:
         """The predictor's CA and first token as files in ``folder``, as NOTES.txt tells a

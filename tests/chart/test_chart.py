@@ -158,8 +158,10 @@ def test_every_pod_runs_restricted(render, values):
     for name, spec in specs:
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] and pod["seccompProfile"]["type"] == "RuntimeDefault", name
-        # Only the retraining receiver talks to the API server; no other pod holds a token.
-        assert spec["automountServiceAccountToken"] is name.endswith("-retrainer"), name
+        # Only the retraining receiver and the Secrets' maker talk to the API server; no other
+        # pod holds a token.
+        talks = name.endswith(("-retrainer", "-secrets"))
+        assert spec["automountServiceAccountToken"] is talks, name
         for container in spec.get("initContainers", []) + spec["containers"]:
             context = container["securityContext"]
             assert context["readOnlyRootFilesystem"] is True, (name, container["name"])
@@ -195,9 +197,7 @@ def test_pinning_a_model_version_changes_only_the_predictor_pod_template(render)
     after = render(predictor__model__version="7")
     assert len(before) == len(after)
     changed = [
-        (a["kind"], a["metadata"]["name"])
-        for a, b in zip(before, after, strict=True)
-        if a != b and a["kind"] != "Secret"  # the chart's own are random without a cluster
+        (a["kind"], a["metadata"]["name"]) for a, b in zip(before, after, strict=True) if a != b
     ]
     assert changed == [("Deployment", "petr4-predictor")]
     old, new = named(before, "Deployment", "-predictor"), named(after, "Deployment", "-predictor")
@@ -233,13 +233,17 @@ def test_ingestion_cronjob_runs_after_b3_close_and_never_overlaps(render):
 
 def test_nothing_waits_for_a_hook_so_install_wait_cannot_deadlock(render):
     """helm install --wait runs post-install hooks only after every object is ready, and the
-    predictor is ready only once a model exists: the training must not be a hook."""
+    predictor is ready only once a model exists: the training must not be a hook. The one
+    hook before them, the Secrets' maker, needs nothing of the release."""
     hooks = {
         (d["kind"], d["metadata"]["name"]): d["metadata"]["annotations"]["helm.sh/hook"]
         for d in render(trainer__schedule__enabled=True)
         if "helm.sh/hook" in d["metadata"].get("annotations", {})
     }
-    assert hooks == {("Pod", "petr4-test-health"): "test"}  # helm test's own pod only
+    secrets = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "NetworkPolicy", "Job")
+    assert hooks == {("Pod", "petr4-test-health"): "test"} | {
+        (kind, "petr4-secrets"): "pre-install,pre-upgrade" for kind in secrets
+    }
     job = training_job(render())
     pod = job["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
@@ -366,6 +370,8 @@ def cpu_requests(docs: list[dict]) -> dict[str, float]:
     for doc in docs:
         if doc["kind"] not in ("Deployment", "Job", "CronJob", "Pod"):
             continue
+        if "pre-install" in doc["metadata"].get("annotations", {}).get("helm.sh/hook", ""):
+            continue  # done before any other pod starts
         spec = pod_spec(doc)
         pods = 1
         if doc["kind"] == "Deployment":  # a rolling update adds its surge pod (default: one)
@@ -449,7 +455,13 @@ def test_every_helm_command_of_the_notes_renders(helm, render):
 def test_network_policies_let_only_the_jobs_reach_the_internet(render):
     docs = render()
     policies = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "NetworkPolicy")}
-    assert set(policies) == {"petr4-predictor", "petr4-jobs", "petr4-mlflow", "petr4-retrainer"}
+    assert set(policies) == {
+        "petr4-predictor",
+        "petr4-jobs",
+        "petr4-mlflow",
+        "petr4-retrainer",
+        "petr4-secrets",
+    }
     beyond_the_cluster = {
         name: sorted(port["port"] for port in rule["ports"])
         for name, spec in policies.items()
@@ -457,8 +469,13 @@ def test_network_policies_let_only_the_jobs_reach_the_internet(render):
         for peer in rule.get("to", [])
         if "ipBlock" in peer
     }
-    # Yahoo for the jobs; the API server, and nothing else, for the retraining receiver.
-    assert beyond_the_cluster == {"petr4-jobs": [443], "petr4-retrainer": [443, 6443]}
+    # Yahoo for the jobs; the API server, and nothing else, for the retraining receiver and
+    # the Secrets' maker.
+    assert beyond_the_cluster == {
+        "petr4-jobs": [443],
+        "petr4-retrainer": [443, 6443],
+        "petr4-secrets": [443, 6443],
+    }
     monitoring = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
     }

@@ -3,7 +3,7 @@ credential a Secret mounted whole, and one value turning each off."""
 
 from __future__ import annotations
 
-import base64
+import json
 import os
 import subprocess
 import sys
@@ -12,13 +12,22 @@ import pytest
 from cryptography import x509
 
 from scripts.harness.chart import CHART, CI_VALUES, by_kind, component_of, named, pod_spec
+from services.secrets import main as secrets_job
 from tests.chart.test_chart import env_of
 
 pytestmark = pytest.mark.chart
 
 
-def secret(docs: list[dict], suffix: str) -> dict:
-    return named(docs, "Secret", suffix)
+def secrets_spec(docs: list[dict]) -> list[dict]:
+    """What the chart's hook Job (petr4-secrets) is asked to make."""
+    found = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "petr4-secrets"]
+    return json.loads(found[0]["data"]["spec.json"]) if found else []
+
+
+def made(docs: list[dict], suffix: str) -> tuple[str, dict[str, str]]:
+    """The type and data of the Secret that Job makes under a name ending with ``suffix``."""
+    (entry,) = [e for e in secrets_spec(docs) if e["name"].endswith(suffix)]
+    return secrets_job.make(entry)
 
 
 def mounts(container: dict) -> dict[str, str]:
@@ -46,16 +55,16 @@ def test_the_predictor_serves_tls_and_tokens_from_whole_secrets(render):
         "secretName": "petr4-predictor-tokens",
         "defaultMode": 0o440,
     }
-    assert base64.b64decode(secret(docs, "-predictor-tokens")["data"]["tokens"])
+    assert made(docs, "-predictor-tokens")[1]["tokens"]
 
 
 def test_without_cert_manager_the_chart_makes_a_certificate_for_every_name_it_is_called(render):
-    tls = secret(render(namespace="forecast"), "-predictor-tls")
-    assert tls["type"] == "kubernetes.io/tls"
-    assert tls["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    cert = x509.load_pem_x509_certificate(base64.b64decode(tls["data"]["tls.crt"]))
-    ca = x509.load_pem_x509_certificate(base64.b64decode(tls["data"]["ca.crt"]))
-    assert cert.issuer == ca.subject  # the CA clients are given signed it
+    kind, files = made(render(namespace="forecast"), "-predictor-tls")
+    assert kind == "kubernetes.io/tls"
+    cert = x509.load_pem_x509_certificate(files["tls.crt"].encode())
+    ca = x509.load_pem_x509_certificate(files["ca.crt"].encode())
+    cert.verify_directly_issued_by(ca)  # the CA clients are given signed it
+    assert cert.subject.rfc4514_string() == "CN=petr4-predictor"
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     dns = set(names.get_values_for_type(x509.DNSName))
     assert {
@@ -75,9 +84,7 @@ def test_with_cert_manager_a_certificate_is_asked_for_instead(render):
     (issuer,) = by_kind(docs, "Issuer")
     assert issuer["spec"] == {"selfSigned": {}}
     assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
-    assert not [
-        s for s in by_kind(docs, "Secret") if s["metadata"]["name"] == "petr4-predictor-tls"
-    ]
+    assert "petr4-predictor-tls" not in [e["name"] for e in secrets_spec(docs)]
     named_issuer = render.helm.template(
         "--api-versions",
         "cert-manager.io/v1",
@@ -105,7 +112,7 @@ def test_one_value_turns_each_off(render):
     env = env_of(spec["containers"][0], docs)
     assert not {"PETR4_SERVE_TLS_CERT_FILE", "PETR4_SERVE_TOKEN_FILE"} & set(env)
     assert env["PETR4_SERVE_HEALTH_PORT"] == "50052"  # the probes' port stays
-    assert by_kind(docs, "Secret") == [secret(docs, "-retrainer-token")]
+    assert [e["name"] for e in secrets_spec(docs)] == ["petr4-retrainer-token"]
     (server,) = pod_spec(named(docs, "Deployment", "-mlflow"))["containers"]
     assert "--app-name=basic-auth" not in server["args"]
     assert not [j for j in by_kind(docs, "Job") if "accounts" in j["metadata"]["name"]]
@@ -133,9 +140,9 @@ def test_mlflow_runs_its_accounts_and_each_component_mounts_its_own(render):
         "accounts/accounts": "petr4-mlflow-admin",
     }  # the retraining receiver has none
     for role in ("ingest", "train", "serve"):
-        data = secret(docs, f"-mlflow-user-{role}")["data"]
-        password = base64.b64decode(data["password"]).decode()
-        assert base64.b64decode(data["credentials"]).decode() == (
+        data = made(docs, f"-mlflow-user-{role}")[1]
+        password = data["password"]
+        assert data["credentials"] == (
             f"[mlflow]\nmlflow_tracking_username = petr4-{role}\nmlflow_tracking_password = {password}\n"
         )
 

@@ -34,7 +34,7 @@ def test_the_predictor_image_has_no_torch(docker_client, images):
     assert not {p for p in packages if p == "torch" or p.startswith("nvidia-")}
 
 
-def test_the_predictor_image_also_runs_the_retraining_receiver_and_its_schedule(
+def test_the_predictor_image_also_runs_the_receiver_its_schedule_and_the_secrets_maker(
     docker_client, images
 ):
     code, output = run(
@@ -49,6 +49,8 @@ def test_the_predictor_image_also_runs_the_retraining_receiver_and_its_schedule(
     assert code == 0 and "POST /alerts" in output
     code, output = run(docker_client, images["predictor"], "petr4-retrain-scheduled", "--help")
     assert code == 0 and "--poll-seconds" in output
+    code, output = run(docker_client, images["predictor"], "petr4-secrets", "--help")
+    assert code == 0 and "--spec" in output
 
 
 def test_the_trainer_image_has_torch_and_computes_on_the_cpu(docker_client, images):

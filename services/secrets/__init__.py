@@ -1,0 +1,1 @@
+"""petr4-secrets: the chart's own Secrets, made once inside the cluster."""
