@@ -135,6 +135,24 @@ def test_make_deploy_trains_registers_and_serves_through_accounts(release, mlflo
     assert run.info.user_id == "petr4-train"  # through the trainer's own MLflow account
 
 
+def test_the_secrets_are_the_clusters_own_and_not_in_the_release(release):
+    """Made by the hook Job before anything mounted them; the release's stored manifests hold
+    none, and the hook's own objects are gone once it succeeded."""
+    manifest = release.helm("-n", "forecast", "get", "manifest", "petr4")
+    assert "kind: Secret" not in manifest and "PRIVATE KEY" not in manifest
+    made = release.get("secrets", "-l", "app.kubernetes.io/instance=petr4")["items"]
+    assert {s["metadata"]["name"] for s in made} >= {
+        "petr4-mlflow-admin",
+        "petr4-mlflow-user-train",
+        "petr4-predictor-tls",
+        "petr4-predictor-tokens",
+        "petr4-retrainer-token",
+    }
+    assert all(s["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for s in made)
+    for kind in ("job", "role", "rolebinding", "serviceaccount", "configmap"):
+        assert release.kubectl("get", kind, "petr4-secrets", "--ignore-not-found") == "", kind
+
+
 def test_the_readme_forecasts_over_tls_with_the_token_and_grpcurl_lists(predictor):
     for ticker in TICKERS:
         answer = predictor.cli("--ticker", ticker)
