@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument(
         "--if-missing",
         action="store_true",
-        help="only images it holds by no such name (for tags that name their inputs)",
+        help="copy only the names the node does not hold (for tags that name their inputs)",
     )
     show = commands.add_parser("status", help="what runs; exit 1 unless all of it does")
     show.add_argument("--json", action="store_true")

@@ -49,7 +49,7 @@ def release(kube, tmp_path_factory):
     kube.deploy(DEPLOY_VALUES, tmp_path_factory.mktemp("deploy"))
     yield kube
     kube.run(["helm", "-n", "forecast", "uninstall", "petr4", "--wait"], check=False)
-    # What the chart keeps past an uninstall (MLflow's volume, the admin's and the TLS Secrets).
+    # What the chart keeps past an uninstall (MLflow's volume and the Secrets its Job made).
     kube.run(["kubectl", "delete", "namespace", "forecast", "--wait"], check=False)
 
 
