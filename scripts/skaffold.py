@@ -28,6 +28,9 @@ from scripts import kube_tools  # noqa: E402
 
 CONFIG = REPO / "k8s" / "node" / "skaffold" / "config.yaml"
 FLAGS = ["--label", "skaffold.dev/run-id=petr4", "--cache-artifacts=false", "--config", str(CONFIG)]
+# dev's clean-up removes the images it built, and by default the layers under them: Docker's
+# build cache, torch's 6 GB layer among them, which the next build would install again.
+DEV_FLAGS = ["--no-prune-children"]
 
 
 def node() -> dict:
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         "PATH": os.pathsep.join([*map(str, path), os.environ.get("PATH", "")]),
     }
     os.chdir(REPO)
-    os.execve(skaffold, [str(skaffold), argv[0], *FLAGS, *argv[1:]], env)
+    flags = FLAGS + (DEV_FLAGS if argv[0] == "dev" else [])
+    os.execve(skaffold, [str(skaffold), argv[0], *flags, *argv[1:]], env)
 
 
 if __name__ == "__main__":
