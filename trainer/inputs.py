@@ -122,6 +122,7 @@ def run_params(
         "folds": len(folds),
         "walk_forward_test_start": folds[0].splits.test[0].strftime("%Y-%m-%d"),
         "calibration": settings.calibration,
+        "adaptive_step": settings.adaptive_step,
         "batch_size": settings.batch_size,
         "max_epochs": settings.max_epochs,
         "patience": settings.patience,

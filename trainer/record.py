@@ -50,7 +50,7 @@ def log_metrics(rows, folds: list[FoldRun], tickers: list[str]) -> None:
             if np.isfinite(value)
         }
         # the shipped model's own calibration, as before folds existed
-        calibration = shipped.tickers[ticker].calibration.to_dict()
+        calibration = shipped.tickers[ticker].calibration.fitted()
         metrics |= {
             metric_key(ticker, f"calibration_{k}", tickers): v for k, v in calibration.items()
         }
@@ -70,7 +70,7 @@ def log_metrics(rows, folds: list[FoldRun], tickers: list[str]) -> None:
                 for key, value in lstm.items()
                 if np.isfinite(value)
             }
-            calibration = fold.card.tickers[ticker].calibration.to_dict()
+            calibration = fold.card.tickers[ticker].calibration.fitted()
             history |= {
                 metric_key(ticker, f"fold_calibration_{k}", tickers): v
                 for k, v in calibration.items()

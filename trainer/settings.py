@@ -15,6 +15,8 @@ from services.core.tracking import MlflowSettings
 # the cores busy, and fewer epochs without progress are worth waiting for. By pooled or not.
 BATCH_SIZE = {False: 64, True: 256}
 PATIENCE = {False: 10, True: 3}
+# Chosen on the validation years 2017-2018 (docs/model-and-evaluation.md).
+ADAPTIVE_STEP = 0.015
 
 
 class TrainSettings(MlflowSettings):
@@ -90,6 +92,12 @@ class TrainSettings(MlflowSettings):
         "pooled",
         description="fit the median's shrinkage and the interval's conformal widening on every "
         "ticker's validation days together, or on each ticker's own",
+    )
+    adaptive_step: float = Field(
+        ADAPTIVE_STEP,
+        ge=0,
+        description="how far each realized close moves the interval's conformal widening after "
+        "validation, in units of volatility (adaptive conformal inference); 0 keeps it fixed",
     )
     champion_tolerance: float = Field(
         0.0,

@@ -12,7 +12,7 @@ is the one a training run ships.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -153,7 +153,13 @@ def train_fold(
     scratch.mkdir(parents=True, exist_ok=True)
     best, checkpoint, epochs, fit_seconds = fit(settings, dm, scratch, logger)
     level = settings.quantiles[-1] - settings.quantiles[0]
-    calibrations = calibrate(best.net, dm, level, settings.calibration)
+    # The widening adapts from the first forecast after validation: its anchor is the last
+    # validation target day.
+    adapts = {"step": settings.adaptive_step, "since": f"{dm.splits.val[1]:%Y-%m-%d}"}
+    calibrations = {
+        t: replace(c, **adapts)
+        for t, c in calibrate(best.net, dm, level, settings.calibration).items()
+    }
 
     folder = scratch / "model"
     tests = {t: dm.subset("test", t) for t in dm.tickers}
@@ -176,8 +182,10 @@ def train_fold(
         if not len(test.y):
             continue  # its history ends before this block
         model = served.for_ticker(ticker)
-        widened = Calibration(1.0, model.calibration.widen)
-        returns = to_return_quantiles(model.raw(test.x), test.volatility, widened)
+        raw = model.raw(test.x)
+        unshrunk_median = replace(model.calibration, shrink=1.0)
+        widen = model.widening(test, raw)[:-1]
+        returns = to_return_quantiles(raw, test.volatility, unshrunk_median, widen)
         unshrunk[ticker] = to_prices(test.last_close, returns)
         forecasts[ticker] = model.forecast_windows(test)
     return FoldRun(

@@ -8,7 +8,7 @@ compare on the same test days. No torch and no pickle are involved.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,12 @@ import pandas as pd
 from services.core.features import FEATURES, TARGET, WARMUP, features_and_unit
 from services.core.model_card import METADATA_FILE, ModelCard, TickerFit
 from services.core.price_rules import Bars
-from services.core.quantiles import to_prices, to_return_quantiles
+from services.core.quantiles import (
+    Calibration,
+    adapted_widening,
+    to_prices,
+    to_return_quantiles,
+)
 from services.core.windows import Scaler, Windows, make_windows
 
 MODEL_FILE = "model.onnx"
@@ -171,8 +176,16 @@ class TickerModel:
     def raw(self, x: np.ndarray) -> np.ndarray:
         return self.model.raw(x)
 
+    def calibrated(self, calibration: Calibration) -> TickerModel:
+        """The same model with another calibration: to compare corrections on the same days."""
+        return replace(self, fit=self.fit.model_copy(update={"calibration": calibration}))
+
     def forecast_windows(self, windows: Windows) -> Forecasts:
-        returns = to_return_quantiles(self.raw(windows.x), windows.volatility, self.calibration)
+        """Forecasts for each window; an adaptive widening replays the windows from the
+        calibration's ``since`` on, which must be every anchor day from then (``widening``)."""
+        raw = self.raw(windows.x)
+        widen = self.widening(windows, raw)[:-1]
+        returns = to_return_quantiles(raw, windows.volatility, self.calibration, widen)
         return Forecasts(
             anchor_dates=windows.anchor_dates,
             last_close=windows.last_close,
@@ -180,15 +193,70 @@ class TickerModel:
             actual=windows.last_close * np.exp(windows.y),
         )
 
+    def widening(self, windows: Windows, raw: np.ndarray) -> np.ndarray:
+        """The conformal widening of each window and, last, the one after them (units of
+        volatility): the calibration's own, or from ``since`` on the replay of its closes."""
+        fixed = np.full(len(raw) + 1, self.calibration.widen)
+        if not self.calibration.adapts:
+            return fixed
+        replayed = np.flatnonzero(windows.anchor_dates >= pd.Timestamp(self.calibration.since))
+        if not len(replayed):
+            return fixed
+        first = replayed[0]
+        fixed[first:] = adapted_widening(
+            raw[first:],
+            windows.y[first:] / windows.volatility[first:],
+            self.calibration,
+            self.interval_level,
+        )
+        return fixed
+
+    def widening_path(self, prices: pd.DataFrame) -> pd.Series:
+        """The widening of a forecast made on each day of ``prices`` from ``since`` on (the
+        last value is the one the next forecast gets): what the predictor serves with. Empty
+        when the calibration does not adapt or ``prices`` end before ``since``."""
+        since = pd.Timestamp(self.calibration.since or None)
+        if not self.calibration.adapts or prices.index[-1] < since:
+            return pd.Series(dtype="float64")
+        windows = make_windows(self._bars_for(prices, since), self.scaler, self.window)
+        windows = windows.take(np.asarray(windows.anchor_dates >= since))
+        widen = self.widening(windows, self.raw(windows.x))[:-1]
+        return pd.Series(widen, index=windows.anchor_dates)
+
+    def widen_on(self, path: pd.Series, day) -> float:
+        """The widening of a forecast made on ``day``, from ``widening_path``'s path: the
+        calibration's own before ``since``, the latest known after the path ends."""
+        # numpy's search, not pandas' asof: this is on a request's path
+        after = np.searchsorted(path.index.values, np.datetime64(day, "ns"), side="right")
+        return self.calibration.widen if after == 0 else float(path.values[after - 1])
+
+    def _bars_for(self, prices: pd.DataFrame, first_anchor: pd.Timestamp) -> pd.DataFrame:
+        """``prices`` from the bars the window of ``first_anchor`` (or the first possible) needs."""
+        first = int(np.searchsorted(prices.index, first_anchor))
+        return prices.iloc[max(0, first - self.bars_needed + 1) :]
+
     def forecast(self, prices: pd.DataFrame, anchors: pd.DatetimeIndex | None = None) -> Forecasts:
         """Forecasts for every anchor day of ``prices`` (or only ``anchors``)."""
+        if anchors is not None and len(anchors):
+            first = pd.Timestamp(anchors.min())
+            if self.calibration.adapts:  # the replay needs every day from since
+                first = min(first, pd.Timestamp(self.calibration.since))
+            prices = self._bars_for(prices, first)
         windows = make_windows(prices, self.scaler, self.window)
-        if anchors is not None:
-            windows = windows.take(windows.anchor_dates.isin(anchors))
-        return self.forecast_windows(windows)
+        forecasts = self.forecast_windows(windows)
+        if anchors is None:
+            return forecasts
+        keep = np.asarray(forecasts.anchor_dates.isin(anchors))
+        return Forecasts(
+            forecasts.anchor_dates[keep],
+            forecasts.last_close[keep],
+            forecasts.prices[keep],
+            forecasts.actual[keep],
+        )
 
-    def forecast_next(self, bars: Bars) -> np.ndarray:
-        """Price quantiles for the day after the last bar, from the bars one forecast needs.
+    def forecast_next(self, bars: Bars, widen: float | None = None) -> np.ndarray:
+        """Price quantiles for the day after the last bar, from the bars one forecast needs,
+        with the calibration's widening or ``widen`` (``widen_on`` the last bar's day).
 
         Arrays only: this is a request's path. It computes what ``forecast`` computes for
         the last day of the same bars (the same feature functions, the same window).
@@ -200,5 +268,5 @@ class TickerModel:
         )
         x = self.scaler.transform(features[-self.window :])[None]
         volatility = unit[-1:]
-        returns = to_return_quantiles(self.raw(x), volatility, self.calibration)
+        returns = to_return_quantiles(self.raw(x), volatility, self.calibration, widen)
         return to_prices(close[-1:], returns)[0]

@@ -40,7 +40,8 @@ class Predictor:
         if not history:
             return state.latest
         bars = request_bars(history, state.model, self.max_history_bars)
-        return forecast_next(state.ticker, state.identity, state.model, bars, synthetic=False)
+        widen = state.widen_on(bars.days[-1])
+        return forecast_next(state.ticker, state.identity, state.model, bars, False, widen)
 
     def describe(self, ticker: str = "") -> list[ModelDescription]:
         """One ticker's model, or every configured ticker's, served or not."""

@@ -70,10 +70,16 @@ class Forecast:
 
 
 def forecast_next(
-    ticker: str, identity: ModelIdentity, model: TickerModel, bars: Bars, synthetic: bool
+    ticker: str,
+    identity: ModelIdentity,
+    model: TickerModel,
+    bars: Bars,
+    synthetic: bool,
+    widen: float | None = None,
 ) -> Forecast:
-    """The forecast for the trading day after the last of ``bars``."""
-    quantiles = model.forecast_next(bars)
+    """The forecast for the trading day after the last of ``bars``, with the interval's
+    widening of that day (the calibration's own when ``widen`` is None)."""
+    quantiles = model.forecast_next(bars, widen)
     last_date = bars.days[-1].item()
     return Forecast(
         ticker=ticker,

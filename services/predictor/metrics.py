@@ -68,6 +68,13 @@ class PredictorMetrics:
         self.last_close = Gauge(
             "petr4_last_close_brl", "latest actual close, R$", ["ticker"], registry=r
         )
+        self.interval_widening = Gauge(
+            "petr4_interval_widening",
+            "conformal widening of the latest forecast's interval, in units of the day's "
+            "volatility (it adapts to each close when the model's calibration does)",
+            ["ticker"],
+            registry=r,
+        )
         self.data_last_date = Gauge(
             "petr4_price_data_last_date_timestamp_seconds",
             "date of the latest bar (midnight UTC)",
@@ -168,6 +175,7 @@ class PredictorMetrics:
         self.ready.labels(t).set(1)
         self.forecast_close.labels(t).set(state.latest.predicted_close)
         self.last_close.labels(t).set(state.latest.last_close)
+        self.interval_widening.labels(t).set(state.widen_on(state.latest.last_date))
         last_day = datetime.combine(state.latest.last_date, datetime.min.time(), UTC)
         self.data_last_date.labels(t).set(last_day.timestamp())
         if state.realized is not None:

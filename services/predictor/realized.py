@@ -20,9 +20,7 @@ def realized(model: TickerModel, prices: pd.DataFrame, window: int) -> RealizedR
     unseen = prices.index[prices.index >= trained_through][:-1]
     if len(unseen) == 0:
         return None
-    anchors = unseen[-window:]
-    start = max(0, prices.index.get_loc(anchors[0]) - model.bars_needed)
-    result = model.forecast(prices.iloc[start:], anchors)
+    result = model.forecast(prices, unseen[-window:])  # from the bars it needs
     classic = classic_interval(prices, result.anchor_dates)
     return realized_record(
         result.actual, result.last_close, result.prices, classic, list(model.quantiles)

@@ -48,6 +48,11 @@ class TickerState:
     prices: pd.DataFrame
     latest: Forecast  # computed once per snapshot: a forecast from the latest prices is a lookup
     realized: RealizedRecord | None  # on the latest days the model had not been trained on
+    widening: pd.Series  # the interval's adaptive widening by day, replayed from the prices
+
+    def widen_on(self, day) -> float:
+        """The widening of a forecast made on ``day`` (a request's last bar)."""
+        return self.model.widen_on(self.widening, day)
 
 
 class ModelStore:
@@ -231,10 +236,13 @@ class ModelStore:
         snapshot: Snapshot,
         prices: pd.DataFrame,
     ) -> TickerState:
+        widening = model.widening_path(prices)
+        bars = Bars.from_frame(prices)
+        widen = model.widen_on(widening, prices.index[-1])
         # Forecasting the latest prices also warms onnxruntime up before the first request.
-        latest = forecast_next(ticker, identity, model, Bars.from_frame(prices), snapshot.synthetic)
+        latest = forecast_next(ticker, identity, model, bars, snapshot.synthetic, widen)
         scored = realized(model, prices, self.realized_window)
-        return TickerState(ticker, identity, model, snapshot, prices, latest, scored)
+        return TickerState(ticker, identity, model, snapshot, prices, latest, scored, widening)
 
     def _install(self, state: TickerState) -> None:
         previous = self._states.get(state.ticker)

@@ -22,8 +22,10 @@ from scripts.harness.processes import PredictorProcess, run_cli, wait_until
 from services.client.client import ForecastClient, bars_from_frame
 from services.core.calendar import next_trading_day
 from services.core.forecaster import ForecastModel
+from services.core.price_rules import Bars
 from services.ingestion.sources import SyntheticSource
 from tests.helpers import ingest_csv
+from trainer.registry import RECORD
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +70,33 @@ def test_forecast_from_explicit_history_equals_the_onnx_model(client, served_mod
     assert response.predicted_close == pytest.approx(expected.median[-1], rel=1e-6)
     assert response.interval.upper == pytest.approx(expected.prices[-1, -1], rel=1e-6)
     assert not response.synthetic_data  # the request's bars are the caller's, whatever they are
+
+
+def test_every_served_interval_is_the_walk_forwards_of_its_day(client, served_model, onnx_model):
+    """The interval's widening adapts to each close after validation, and the predictor replays
+    it from its snapshot: a forecast from the bars up to any day of the shipped model's test
+    block is the one the run recorded for that day."""
+    version = mlflow.MlflowClient().get_model_version_by_alias(served_model.name, "champion")
+    with tempfile.TemporaryDirectory() as folder:
+        record = pd.read_csv(
+            mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=RECORD, dst_path=folder
+            )
+        )
+    shipped = record[record["fold"] == record["fold"].max()]
+    assert onnx_model.calibration.adapts
+    assert shipped["anchor_date"].iloc[0] == onnx_model.calibration.since
+    prices = served_model.prices
+    for day in shipped.itertuples():
+        history = prices.loc[: day.anchor_date].iloc[-200:]
+        response = client.forecast(served_model.ticker, bars_from_frame(history))
+        assert response.last_date == day.anchor_date
+        assert response.interval.lower == pytest.approx(day.forecast_q10, rel=1e-6)
+        assert response.interval.upper == pytest.approx(day.forecast_q90, rel=1e-6)
+    # The widening moved: the shipped model's last test day is not served with its fitted one.
+    history = prices.loc[: shipped["anchor_date"].iloc[-1]]
+    fitted = onnx_model.forecast_next(Bars.from_frame(history))
+    assert fitted[0] != pytest.approx(shipped["forecast_q10"].iloc[-1], rel=1e-6)
 
 
 def test_model_info_describes_the_served_version(client, served_model):
