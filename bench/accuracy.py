@@ -31,12 +31,13 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from bench.accuracy_report import HINDSIGHT, LSTM, POOLED, markdown, plot, summarize
+from bench.accuracy_report import FIXED, HINDSIGHT, LSTM, POOLED, markdown, plot, summarize
 from scripts.harness.settings import DevSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,9 +159,13 @@ def pooled(tickers: list[str], year: int, scratch: Path, args: list[str]) -> dic
     run = train_fold(settings, dm, scratch, logger=False)
     forecasts, validation = {}, {}
     for ticker, f in run.forecasts.items():
+        served = run.served.for_ticker(ticker)
+        fixed = served.calibrated(replace(served.calibration, step=0.0))
+        unadapted = fixed.forecast_windows(dm.subset("test", ticker)).prices  # the same days
         forecasts[ticker] = {
             "anchor_date": f.anchor_dates.strftime("%Y-%m-%d").tolist(),
             **{f"{POOLED}|{q}": f.prices[:, i].tolist() for i, q in enumerate(levels)},
+            **{f"{FIXED}|{q}": unadapted[:, i].tolist() for i, q in enumerate(levels)},
         }
         val = run.served.for_ticker(ticker).forecast_windows(dm.subset("val", ticker))
         validation[ticker] = interval_metrics(val.actual, val.prices, levels)

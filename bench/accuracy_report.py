@@ -14,14 +14,16 @@ import pandas as pd
 
 LSTM = "lstm per ticker"
 POOLED = "lstm pooled"
+FIXED = "lstm pooled, fixed widening"  # the same networks without the adaptive widening
 HINDSIGHT = "hindsight 22d"
 GARCH = "GARCH(1,1)-t"
 LEVELS = (0.1, 0.5, 0.9)
 TARGETS = {  # the bar the pooled network is held to, over the reported years
     "median_ratio_to_best_classic": 0.98,
-    "share_better_than_garch": 0.75,
+    "share_better_than_garch": 0.90,
     "max_mae_ratio_naive": 1.00,
     "pooled_coverage": (0.77, 0.83),
+    "ticker_coverage": (0.75, 0.85),
     "ticker_year_coverage": (0.70, 0.90),
 }
 
@@ -89,7 +91,7 @@ def summarize(forecasts: pd.DataFrame, reported: bool) -> dict:
         by_year = {int(y): scores(p) for y, p in part.groupby("year")}
         ratio = {
             name: pooled[name]["interval_score_brl"] / pooled[best]["interval_score_brl"]
-            for name in (POOLED, LSTM)
+            for name in (POOLED, FIXED, LSTM)
             if "interval_score_brl" in pooled.get(name, {})
         }
         stocks[ticker] = {
@@ -108,6 +110,8 @@ def summarize(forecasts: pd.DataFrame, reported: bool) -> dict:
         }
     every = forecasts[forecasts[f"{POOLED}|0.5"].notna()]
     year_coverage = [c for s in stocks.values() for c in s["year_coverage"].values()]
+    stock_coverage = [s["pooled"][POOLED]["coverage"] for s in stocks.values()]
+    against_garch = [s for s in stocks.values() if s["ratio_to_garch"]]
     per_ticker = [
         s["ratio_to_best_classic"][LSTM]
         for s in stocks.values()
@@ -122,13 +126,17 @@ def summarize(forecasts: pd.DataFrame, reported: bool) -> dict:
         "median_ratio_to_best_classic": float(
             np.median([s["ratio_to_best_classic"][POOLED] for s in stocks.values()])
         ),
-        "share_better_than_garch": float(
-            np.mean([s["ratio_to_garch"] < 1 for s in stocks.values() if s["ratio_to_garch"]])
-        ),
+        "share_better_than_garch": float(np.mean([s["ratio_to_garch"] < 1 for s in against_garch])),
         "max_mae_ratio_naive": max(s["pooled"][POOLED]["mae_ratio_naive"] for s in stocks.values()),
         "pooled_coverage": scores(every)[POOLED]["coverage"],
+        "ticker_coverage": (min(stock_coverage), max(stock_coverage)),
         "ticker_year_coverage": (min(year_coverage), max(year_coverage)),
     }
+    fixed = [
+        s["ratio_to_best_classic"][FIXED]
+        for s in stocks.values()
+        if FIXED in s["ratio_to_best_classic"]
+    ]
     overall = {
         "stocks": len(stocks),
         "days": len(every),
@@ -138,6 +146,12 @@ def summarize(forecasts: pd.DataFrame, reported: bool) -> dict:
         if per_ticker
         else None,
         "per_ticker_scored_stocks": len(per_ticker),
+        # Diebold-Mariano at 5 %, one-sided, on the daily interval scores
+        "significantly_better_than_garch": (
+            sum(s["dm_pvalue_vs_garch"] < 0.05 for s in against_garch),
+            len(against_garch),
+        ),
+        "fixed_widening_median_ratio_to_best_classic": float(np.median(fixed)) if fixed else None,
         "pooled_better_than_per_ticker": (int(sum(head_to_head)), len(head_to_head)),
     }
     return {"stocks": stocks, "overall": overall}
@@ -145,6 +159,7 @@ def summarize(forecasts: pd.DataFrame, reported: bool) -> dict:
 
 def _met(checks: dict) -> dict[str, bool]:
     low, high = TARGETS["pooled_coverage"]
+    stock_low, stock_high = TARGETS["ticker_coverage"]
     year_low, year_high = TARGETS["ticker_year_coverage"]
     return {
         "median_ratio_to_best_classic": checks["median_ratio_to_best_classic"]
@@ -153,6 +168,8 @@ def _met(checks: dict) -> dict[str, bool]:
         >= TARGETS["share_better_than_garch"],
         "max_mae_ratio_naive": checks["max_mae_ratio_naive"] <= TARGETS["max_mae_ratio_naive"],
         "pooled_coverage": low <= checks["pooled_coverage"] <= high,
+        "ticker_coverage": stock_low <= checks["ticker_coverage"][0]
+        and checks["ticker_coverage"][1] <= stock_high,
         "ticker_year_coverage": year_low <= checks["ticker_year_coverage"][0]
         and checks["ticker_year_coverage"][1] <= year_high,
     }
@@ -166,6 +183,7 @@ def _target_lines(summary: dict) -> list[str]:
     overall = summary["overall"]
     checks, met = overall["checks"], overall["met"]
     low, high = TARGETS["pooled_coverage"]
+    stock_low, stock_high = TARGETS["ticker_coverage"]
     year_low, year_high = TARGETS["ticker_year_coverage"]
     rows = [
         (
@@ -189,6 +207,11 @@ def _target_lines(summary: dict) -> list[str]:
             "pooled_coverage",
         ),
         (
+            f"coverage of every stock ({stock_low:.0%}-{stock_high:.0%})",
+            f"{checks['ticker_coverage'][0]:.1%} to {checks['ticker_coverage'][1]:.1%}",
+            "ticker_coverage",
+        ),
+        (
             f"coverage of every stock-year ({year_low:.0%}-{year_high:.0%})",
             f"{checks['ticker_year_coverage'][0]:.1%} to {checks['ticker_year_coverage'][1]:.1%}",
             "ticker_year_coverage",
@@ -206,6 +229,7 @@ def markdown(results: dict, summary: dict) -> str:
 
     overall, stocks = summary["overall"], summary["stocks"]
     won, compared = overall["pooled_better_than_per_ticker"]
+    significant, garch_compared = overall["significantly_better_than_garch"]
     lines = [
         f"# Walk-forward accuracy on real prices, test years {results['years']}",
         "",
@@ -225,20 +249,24 @@ def markdown(results: dict, summary: dict) -> str:
         f"The per-ticker network, on the {overall['per_ticker_scored_stocks']} stocks it could "
         f"train for every one of those days: median ratio to the best classic "
         f"{fmt(overall['per_ticker_median_ratio_to_best_classic'], '.3f')}; the pooled network's "
-        f"interval is better than the per-ticker one's on {won} of {compared}.",
+        f"interval is better than the per-ticker one's on {won} of {compared}. Against "
+        f"GARCH(1,1)-t, the pooled interval is significantly better (Diebold-Mariano, one-sided, "
+        f"5 %) on {significant} of the {garch_compared} stocks it was scored on. The same networks "
+        "with the widening fitted on validation and held fixed: median ratio to the best classic "
+        f"{fmt(overall['fixed_widening_median_ratio_to_best_classic'], '.3f')}.",
         "",
         "## By stock, over its years",
         "",
         "| stock | days | MAE / naive | coverage | "
-        + " | ".join(f"{n}" for n in [POOLED, LSTM, *CLASSIC, HINDSIGHT])
+        + " | ".join(f"{n}" for n in [POOLED, FIXED, LSTM, *CLASSIC, HINDSIGHT])
         + " | pooled / best classic | per ticker / best classic | DM p vs GARCH |",
-        "| --- | ---: | ---: | ---: |" + " ---: |" * (len(CLASSIC) + 3) + " ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: |" + " ---: |" * (len(CLASSIC) + 4) + " ---: | ---: | ---: |",
     ]
     for ticker, s in stocks.items():
         p = s["pooled"]
         cells = [
             fmt(p.get(n, {}).get("interval_score_brl"), ".4f")
-            for n in [POOLED, LSTM, *CLASSIC, HINDSIGHT]
+            for n in [POOLED, FIXED, LSTM, *CLASSIC, HINDSIGHT]
         ]
         ratio = s["ratio_to_best_classic"]
         lines.append(
@@ -295,8 +323,10 @@ def plot(summary: dict, path: Path) -> None:
     )
     figure, axis = plt.subplots(figsize=(7, 0.22 * len(stocks) + 1.4))
     rows = np.arange(len(stocks))
-    for name, marker in ((POOLED, "o"), (LSTM, "x")):
+    for name, marker in ((POOLED, "o"), (FIXED, "|"), (LSTM, "x")):
         values = [s["ratio_to_best_classic"].get(name, np.nan) for _, s in stocks]
+        if np.isnan(values).all():
+            continue  # not run (--pooled-only)
         axis.scatter(values, rows, marker=marker, label=name, s=22)
     axis.axvline(1.0, color="gray", lw=0.8)
     axis.axvline(TARGETS["median_ratio_to_best_classic"], color="gray", lw=0.8, ls="--")
