@@ -91,6 +91,7 @@ def test_the_dashboard_has_every_panel_it_promises():
         "Rolling realized MAE against naive (R$)",
         "Live interval coverage (80 % aimed for)",
         "Live interval score against the classic interval (R$)",
+        "Interval widening (units of the day's volatility)",
     }
 
 
