@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -27,10 +28,33 @@ QUIET_MLFLOW = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 T = TypeVar("T")
 
 
+_HANDED_OUT: set[int] = set()
+_RANDOM = random.SystemRandom()  # not the seeded generator tests may set
+LOWEST_PORT = 10000
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel gives outgoing connections (Linux's default: 32768)."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on, for a server about to start, never one handed out
+    before. Below the ephemeral range: a port bind(0) gives is an ephemeral one, which any
+    outgoing connection (an MLflow or gRPC client's) may take before the server binds it."""
+    while True:
+        port = _RANDOM.randrange(LOWEST_PORT, _ephemeral_start())
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken
+        _HANDED_OUT.add(port)
+        return port
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
