@@ -167,7 +167,7 @@ def pooled(tickers: list[str], year: int, scratch: Path, args: list[str]) -> dic
             **{f"{POOLED}|{q}": f.prices[:, i].tolist() for i, q in enumerate(levels)},
             **{f"{FIXED}|{q}": unadapted[:, i].tolist() for i, q in enumerate(levels)},
         }
-        val = run.served.for_ticker(ticker).forecast_windows(dm.subset("val", ticker))
+        val = served.forecast_windows(dm.subset("val", ticker))
         validation[ticker] = interval_metrics(val.actual, val.prices, levels)
     return {
         "year": year,
