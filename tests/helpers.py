@@ -95,6 +95,30 @@ def ingest_csv(ticker: str, experiment: str, prices, csv: Path, env: dict) -> No
     assert result.returncode == 0, result.stderr
 
 
+def untrained_model(folder: Path, ticker: str, prices, window: int, test_days: int, seed: int):
+    """A small network with random weights, exported and loaded as the predictor loads one
+    (its calibration the card's default; ``.calibrated`` gives another), and the data module
+    whose splits it was cut for: parity and replay tests need no good network."""
+    import torch
+
+    from services.core.features import FEATURES
+    from services.core.forecaster import ForecastModel, write_scalers
+    from services.core.model_card import ModelCard
+    from trainer.data import PriceDataModule
+    from trainer.export import export_onnx
+    from trainer.network import LSTMFactory
+
+    dm = PriceDataModule({ticker: prices}, window=window, val_days=40, test_days=test_days)
+    dm.setup()
+    torch.manual_seed(seed)
+    export_onnx(
+        LSTMFactory(len(FEATURES), hidden_size=8), dm.subset("test").x, folder / "model.onnx"
+    )
+    write_scalers(folder, {ticker: dm.series[ticker].scaler})
+    ModelCard(window=window, tickers={ticker: {}}).write(folder)
+    return ForecastModel(folder).for_ticker(ticker), dm
+
+
 def register_crafted_model(
     name: str, prices, rise: float = 3.0, trained_through: str | None = None
 ) -> str:

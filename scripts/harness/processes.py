@@ -40,12 +40,15 @@ def _ephemeral_start() -> int:
     return 32768
 
 
+EPHEMERAL_START = _ephemeral_start()
+
+
 def free_port() -> int:
     """A loopback port nothing listens on, for a server about to start, never one handed out
     before. Below the ephemeral range: a port bind(0) gives is an ephemeral one, which any
     outgoing connection (an MLflow or gRPC client's) may take before the server binds it."""
     while True:
-        port = _RANDOM.randrange(LOWEST_PORT, _ephemeral_start())
+        port = _RANDOM.randrange(LOWEST_PORT, EPHEMERAL_START)
         if port in _HANDED_OUT:
             continue
         with socket.socket() as sock:

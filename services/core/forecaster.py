@@ -215,8 +215,10 @@ class TickerModel:
         """The widening of a forecast made on each day of ``prices`` from ``since`` on (the
         last value is the one the next forecast gets): what the predictor serves with. Empty
         when the calibration does not adapt or ``prices`` end before ``since``."""
-        since = pd.Timestamp(self.calibration.since or None)
-        if not self.calibration.adapts or prices.index[-1] < since:
+        if not self.calibration.adapts:
+            return pd.Series(dtype="float64")
+        since = pd.Timestamp(self.calibration.since)
+        if prices.index[-1] < since:
             return pd.Series(dtype="float64")
         windows = make_windows(self._bars_for(prices, since), self.scaler, self.window)
         windows = windows.take(np.asarray(windows.anchor_dates >= since))

@@ -10,17 +10,11 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from services.core.features import FEATURES
-from services.core.forecaster import ForecastModel, write_scalers
-from services.core.model_card import ModelCard, TickerFit
 from services.core.price_rules import Bars
 from services.core.quantiles import Calibration, adapted_widening, to_return_quantiles
 from services.ingestion.sources import SyntheticSource
-from trainer.data import PriceDataModule
-from trainer.export import export_onnx
-from trainer.network import LSTMFactory
+from tests.helpers import untrained_model
 
 pytestmark = pytest.mark.unit
 
@@ -78,18 +72,10 @@ def prices() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def model(prices, tmp_path_factory):
     """A small network with random weights whose widening adapts from its test block on."""
-    dm = PriceDataModule({"A.SA": prices}, window=10, val_days=40, test_days=60)
-    dm.setup()
     folder = tmp_path_factory.mktemp("adaptive-model")
-    torch.manual_seed(4)
-    export_onnx(
-        LSTMFactory(len(FEATURES), hidden_size=8), dm.subset("test").x, folder / "model.onnx"
-    )
-    write_scalers(folder, {"A.SA": dm.series["A.SA"].scaler})
+    model, dm = untrained_model(folder, "A.SA", prices, window=10, test_days=60, seed=4)
     since = f"{dm.splits.val[1]:%Y-%m-%d}"
-    fit = TickerFit(calibration=Calibration(shrink=0.0, widen=0.3, step=0.05, since=since))
-    ModelCard(window=10, tickers={"A.SA": fit}).write(folder)
-    return ForecastModel(folder).for_ticker("A.SA")
+    return model.calibrated(Calibration(shrink=0.0, widen=0.3, step=0.05, since=since))
 
 
 def test_each_days_widening_replayed_from_its_prices_is_the_records(model, prices):

@@ -17,13 +17,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.api import forecast_pb2
 from services.core.features import (
-    FEATURES,
     LOOKBACK,
     MIN_VOLATILITY,
     UNIT_DAYS,
@@ -32,8 +30,7 @@ from services.core.features import (
     feature_frame,
     volatility_unit,
 )
-from services.core.forecaster import ForecastModel, TickerModel, write_scalers
-from services.core.model_card import ModelCard, TickerFit
+from services.core.forecaster import TickerModel
 from services.core.price_rules import Bars
 from services.core.prices import read_price_csv, validate_prices
 from services.core.quantiles import Calibration
@@ -41,10 +38,7 @@ from services.ingestion.sources import SyntheticSource
 from services.predictor.errors import InvalidInput
 from services.predictor.forecasts import History, request_bars
 from services.predictor.wire import history_of
-from tests.helpers import SHARED_DATA
-from trainer.data import PriceDataModule
-from trainer.export import export_onnx
-from trainer.network import LSTMFactory
+from tests.helpers import SHARED_DATA, untrained_model
 
 pytestmark = pytest.mark.unit
 
@@ -181,17 +175,9 @@ def model(tmp_path_factory) -> TickerModel:
     prices = SyntheticSource(seed=8, first_date=date(2021, 1, 4), end=date(2022, 12, 29)).fetch(
         "P.SA", None
     )
-    dm = PriceDataModule({"P.SA": prices}, window=WINDOW, val_days=40, test_days=40)
-    dm.setup()
     folder = tmp_path_factory.mktemp("parity-model")
-    torch.manual_seed(3)
-    export_onnx(
-        LSTMFactory(len(FEATURES), hidden_size=8), dm.subset("test").x, folder / "model.onnx"
-    )
-    write_scalers(folder, {"P.SA": dm.series["P.SA"].scaler})
-    fit = TickerFit(calibration=Calibration(shrink=0.7, widen=0.2))
-    ModelCard(window=WINDOW, tickers={"P.SA": fit}).write(folder)
-    return ForecastModel(folder).for_ticker("P.SA")
+    model, _ = untrained_model(folder, "P.SA", prices, WINDOW, test_days=40, seed=3)
+    return model.calibrated(Calibration(shrink=0.7, widen=0.2))
 
 
 def bars_of(frame: pd.DataFrame) -> list[Bar]:
