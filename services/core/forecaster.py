@@ -232,6 +232,31 @@ class TickerModel:
         after = np.searchsorted(path.index.values, np.datetime64(day, "ns"), side="right")
         return self.calibration.widen if after == 0 else float(path.values[after - 1])
 
+    def widen_for(self, path: pd.Series, bars: Bars) -> float:
+        """The widening of a forecast made on the last of a request's ``bars``, given the
+        snapshot's ``widening_path``.
+
+        Up to the path's last day it is the path's. Bars that run past it carry closes the
+        snapshot has not seen: the replay goes on over them, from the request's first anchor
+        on or after that day (or after ``since``, when the path is empty), starting from the
+        widening the path gives it. Bars that reach back over that day, a window and its
+        warm-up before it, give exactly the widening a snapshot holding them would have.
+        """
+        last = pd.Timestamp(bars.days[-1])
+        if not self.calibration.adapts:
+            return self.calibration.widen
+        resume = path.index[-1] if len(path) else pd.Timestamp(self.calibration.since)
+        if last <= resume:
+            return self.widen_on(path, last)
+        columns = {"Open": bars.open, "High": bars.high, "Low": bars.low, "Close": bars.close}
+        prices = pd.DataFrame({**columns, "Volume": bars.volume}, index=pd.DatetimeIndex(bars.days))
+        windows = make_windows(self._bars_for(prices, resume), self.scaler, self.window)
+        first = windows.anchor_dates[0]  # the resume day, or the first the bars allow after it
+        start = replace(
+            self.calibration, widen=self.widen_on(path, resume), since=f"{first:%Y-%m-%d}"
+        )
+        return float(self.calibrated(start).widening(windows, self.raw(windows.x))[-1])
+
     def _bars_for(self, prices: pd.DataFrame, first_anchor: pd.Timestamp) -> pd.DataFrame:
         """``prices`` from the bars the window of ``first_anchor`` (or the first possible) needs."""
         first = int(np.searchsorted(prices.index, first_anchor))

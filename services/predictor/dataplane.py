@@ -40,7 +40,7 @@ class Predictor:
         if not history:
             return state.latest
         bars = request_bars(history, state.model, self.max_history_bars)
-        widen = state.widen_on(bars.days[-1])
+        widen = state.widen_for(bars)
         return forecast_next(state.ticker, state.identity, state.model, bars, False, widen)
 
     def describe(self, ticker: str = "") -> list[ModelDescription]:

@@ -51,8 +51,12 @@ class TickerState:
     widening: pd.Series  # the interval's adaptive widening by day, replayed from the prices
 
     def widen_on(self, day) -> float:
-        """The widening of a forecast made on ``day`` (a request's last bar)."""
+        """The widening of a forecast made on ``day`` from the snapshot's prices."""
         return self.model.widen_on(self.widening, day)
+
+    def widen_for(self, bars: Bars) -> float:
+        """The widening of a forecast from a request's bars, which may run past the snapshot."""
+        return self.model.widen_for(self.widening, bars)
 
 
 class ModelStore:

@@ -99,6 +99,53 @@ def test_every_served_interval_is_the_walk_forwards_of_its_day(client, served_mo
     assert fitted[0] != pytest.approx(shipped["forecast_q10"].iloc[-1], rel=1e-6)
 
 
+def test_requests_past_an_older_snapshot_replay_their_own_closes(
+    served_model, onnx_model, tmp_path
+):
+    """A predictor whose snapshot stops a month into the shipped model's test block: the 200
+    bars a user sends for each later day move the widening as a current snapshot would, so
+    every interval is still the one the run recorded for that day."""
+    version = mlflow.MlflowClient().get_model_version_by_alias(served_model.name, "champion")
+    with tempfile.TemporaryDirectory() as folder:
+        record = pd.read_csv(
+            mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=RECORD, dst_path=folder
+            )
+        )
+    shipped = record[record["fold"] == record["fold"].max()]
+    prices = served_model.prices
+    cut = shipped["anchor_date"].iloc[20]
+    older = prices.loc[:cut]
+    experiment = f"{served_model.prices_experiment}-older"  # its own snapshots
+    ingest_csv(served_model.ticker, experiment, older, tmp_path / "older.csv", served_model.env)
+    process = PredictorProcess(
+        tmp_path,
+        served_model.env,
+        "--tickers",
+        served_model.ticker,
+        "--prices-experiment",
+        experiment,
+    )
+    frozen_path = onnx_model.widening_path(older)
+    moved = 0
+    try:
+        process.start().wait_serving()
+        with ForecastClient(process.target) as client:
+            assert client.forecast(served_model.ticker).last_date == cut
+            for day in shipped[shipped["anchor_date"] > cut].itertuples():
+                history = prices.loc[: day.anchor_date].iloc[-200:]
+                response = client.forecast(served_model.ticker, bars_from_frame(history))
+                assert response.interval.lower == pytest.approx(day.forecast_q10, rel=1e-6)
+                assert response.interval.upper == pytest.approx(day.forecast_q90, rel=1e-6)
+                frozen = onnx_model.forecast_next(
+                    Bars.from_frame(history), onnx_model.widen_on(frozen_path, day.anchor_date)
+                )
+                moved += frozen[0] != pytest.approx(day.forecast_q10, rel=1e-6)
+    finally:
+        process.stop()
+    assert moved > 10  # the closes after the snapshot did move the widening
+
+
 def test_model_info_describes_the_served_version(client, served_model):
     (info,) = client.model_info(served_model.ticker).models
     assert info.uri == f"models:/{served_model.name}@champion"

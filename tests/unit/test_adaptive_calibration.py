@@ -112,3 +112,40 @@ def test_prices_that_end_before_since_serve_the_fitted_widening(model, prices):
     older = prices.loc[: since - pd.Timedelta(days=1)]
     path = model.widening_path(older)
     assert path.empty and model.widen_on(path, older.index[-1]) == model.calibration.widen
+
+
+def test_a_request_past_the_snapshot_replays_its_own_closes(model, prices):
+    """A predictor whose snapshot ends on some day serves later requests with the widening a
+    current snapshot would give, when the request's bars reach back a window and its warm-up
+    before that day; the widening moves with the request's closes, not only the snapshot's."""
+    since = pd.Timestamp(model.calibration.since)
+    record = model.widening_path(prices)
+    snapshot = prices.loc[: record.index[10]]
+    path = model.widening_path(snapshot)
+    later = prices.index[(prices.index > snapshot.index[-1])][:30]
+    reach = len(prices.loc[: snapshot.index[-1]]) - model.bars_needed
+    for day in later:
+        bars = Bars.from_frame(prices.loc[:day].iloc[reach:])
+        assert model.widen_for(path, bars) == pytest.approx(record[day], rel=1e-12)
+    assert record[later].nunique() > 5  # the closes after the snapshot did move it
+    # Bars that end on a day the snapshot holds: the snapshot's widening of that day.
+    inside = Bars.from_frame(prices.loc[: record.index[5]])
+    assert model.widen_for(path, inside) == path.iloc[5]
+    assert path.index[0] == since
+
+
+def test_a_request_that_starts_after_the_snapshot_resumes_from_its_last_widening(model, prices):
+    """Bars that do not reach back to the snapshot's end: the closes between are unknown, so
+    the replay starts from the snapshot's last widening at the first anchor the bars allow."""
+    path = model.widening_path(prices.loc[: pd.Timestamp(model.calibration.since)])
+    assert len(path) == 1
+    bars = prices.iloc[-model.bars_needed - 20 :]
+    first = bars.index[model.bars_needed - 1]
+    resumed = model.calibrated(
+        replace(model.calibration, widen=path.iloc[-1], since=f"{first:%Y-%m-%d}")
+    )
+    expected = resumed.widening_path(bars).iloc[-1]
+    assert model.widen_for(path, Bars.from_frame(bars)) == pytest.approx(expected, rel=1e-12)
+    assert expected != path.iloc[-1]
+    fixed = model.calibrated(replace(model.calibration, step=0.0))
+    assert fixed.widen_for(path, Bars.from_frame(bars)) == model.calibration.widen
