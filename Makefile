@@ -110,11 +110,15 @@ dev: $(STAMP) ## on that node, skaffold dev: deploy again at every change, unins
 	$(PY) scripts/skaffold.py dev
 
 .PHONY: bench
-bench: bench-accuracy bench-serving bench-scale bench-containers ## run every benchmark; reports land in bench/reports/
+bench: bench-accuracy bench-after-training bench-serving bench-scale bench-containers ## run every benchmark; reports land in bench/reports/
 
 .PHONY: bench-accuracy
 bench-accuracy: $(STAMP) ## walk-forward 2019-2024 on every stock: pooled and per-ticker networks against naive and classic models (~35 min)
 	$(PY) -m bench.accuracy
+
+.PHONY: bench-after-training
+bench-after-training: $(STAMP) ## the Job's training to 2022, then 2023-2024 forecast from 200-bar requests as users send them (~5 min)
+	$(PY) -m bench.after_training
 
 .PHONY: bench-serving
 bench-serving: $(STAMP) ## predictor latency, throughput, start-up and memory against the gRPC floor
