@@ -24,7 +24,7 @@ from services.core.quantiles import (
     to_prices,
     to_return_quantiles,
 )
-from services.core.windows import Scaler, Windows, make_windows
+from services.core.windows import Scaler, Windows, column_windows, make_windows
 
 MODEL_FILE = "model.onnx"
 SCALERS_FILE = "scalers.json"  # each ticker's scaler, by ticker
@@ -242,20 +242,25 @@ class TickerModel:
         widening the path gives it. Bars that reach back over that day, a window and its
         warm-up before it, give exactly the widening a snapshot holding them would have.
         """
-        last = pd.Timestamp(bars.days[-1])
+        last = bars.days[-1]
         if not self.calibration.adapts:
             return self.calibration.widen
         resume = path.index[-1] if len(path) else pd.Timestamp(self.calibration.since)
-        if last <= resume:
+        if last <= np.datetime64(resume, "D"):
             return self.widen_on(path, last)
-        columns = {"Open": bars.open, "High": bars.high, "Low": bars.low, "Close": bars.close}
-        prices = pd.DataFrame({**columns, "Volume": bars.volume}, index=pd.DatetimeIndex(bars.days))
-        windows = make_windows(self._bars_for(prices, resume), self.scaler, self.window)
-        first = windows.anchor_dates[0]  # the resume day, or the first the bars allow after it
-        start = replace(
-            self.calibration, widen=self.widen_on(path, resume), since=f"{first:%Y-%m-%d}"
+        # Arrays only, as in forecast_next: this is a request's path.
+        anchor = max(
+            int(np.searchsorted(bars.days, np.datetime64(resume, "D"))), self.bars_needed - 1
         )
-        return float(self.calibrated(start).widening(windows, self.raw(windows.x))[-1])
+        b = bars.take(slice(anchor - self.bars_needed + 1, None))
+        windows = column_windows(
+            b.days, b.open, b.high, b.low, b.close, b.volume, scaler=self.scaler, window=self.window
+        )
+        start = replace(self.calibration, widen=self.widen_on(path, resume))
+        realized = windows.y / windows.volatility
+        return float(
+            adapted_widening(self.raw(windows.x), realized, start, self.interval_level)[-1]
+        )
 
     def _bars_for(self, prices: pd.DataFrame, first_anchor: pd.Timestamp) -> pd.DataFrame:
         """``prices`` from the bars the window of ``first_anchor`` (or the first possible) needs."""

@@ -102,12 +102,26 @@ class Windows:
 
 def make_windows(prices: pd.DataFrame, scaler: Scaler, window: int) -> Windows:
     """Every full window of ``prices``, scaled; the last one has no target (it is the live one)."""
-    open_, high, low, close, volume = price_columns(prices)
+    return column_windows(prices.index, *price_columns(prices), scaler=scaler, window=window)
+
+
+def column_windows(
+    days: pd.DatetimeIndex | np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    *,
+    scaler: Scaler,
+    window: int,
+) -> Windows:
+    """``make_windows`` of bars given as columns (a request's), without a frame."""
     matrix, unit = features_and_unit(open_, high, low, close, volume)
     features = matrix[WARMUP:]
     if len(features) < window:
         raise ValueError(
-            f"{len(prices)} bars give {len(features)} feature rows; a window needs {window} "
+            f"{len(close)} bars give {len(features)} feature rows; a window needs {window} "
             f"(plus {WARMUP} bars of warm-up): at least {window + WARMUP} bars"
         )
     scaled = scaler.transform(features)
@@ -116,7 +130,7 @@ def make_windows(prices: pd.DataFrame, scaler: Scaler, window: int) -> Windows:
     return Windows(
         x=np.ascontiguousarray(x),
         y=np.r_[np.log(close[1:] / close[:-1]), np.nan][first:],  # the next day's log return
-        anchor_dates=prices.index[first:],
+        anchor_dates=pd.DatetimeIndex(days[first:]),
         last_close=close[first:],
         volatility=unit[first:],
     )
