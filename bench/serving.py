@@ -7,7 +7,9 @@ forecast from the latest prices and forecasts from explicit history of 120 bars 
 sequential latency (p50, p99) and throughput with 8 concurrent callers. Also the predictor's
 start-up time to SERVING with a cold and a warm artifact cache, and resident memory. And the
 same cases against the predictor as the chart runs it, over TLS with a bearer token: what
-security costs. Writes bench/reports/serving.md and serving.json.
+security costs. And 200 bars that run past a predictor's snapshot by one day and by twenty,
+whose closes the interval's widening is replayed over. Writes bench/reports/serving.md and
+serving.json.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ SEQUENTIAL_CALLS = {0: 5000, 120: 3000, 200: 3000, 1000: 1000}
 CALLERS = 8
 CALLS_PER_CALLER = 500
 STARTS = 3
+BEHIND = {"200 bars, 1 day past the snapshot": 1, "200 bars, 20 days past it": 20}
 # The issue's targets, with 200 bars and from the latest prices.
 TARGETS = {"200 bars": (2.0, 0.5), "latest prices": (1.5, None)}
 
@@ -207,6 +210,9 @@ def main() -> int:
             finally:
                 secured.terminate()
                 secured.stop()
+
+            print("bench-serving: requests past the predictor's snapshot ...", flush=True)
+            results["past_snapshot"] = past_snapshot(root, env, prices, traded)
         finally:
             mlflow.stop()
 
@@ -224,6 +230,32 @@ def main() -> int:
     (REPORTS / "serving.md").write_text(report)
     print(report)
     return 0
+
+
+def past_snapshot(root: Path, env: dict, prices, traded) -> dict[str, dict]:
+    """200-bar requests that run past the predictor's snapshot, which stops
+    ``max(BEHIND)`` trading days before the last bar."""
+    last = max(BEHIND.values())
+    csv = root / "behind.csv"
+    prices.loc[: traded.index[-last - 1]].to_csv(csv)
+    ingest = ["petr4-ingest", "--tickers", TICKER, "--experiment", "prices-behind"]
+    done = run_cli([*ingest, "--source", f"csv:{csv}"], env)
+    if done.returncode != 0:
+        raise SystemExit(f"bench-serving: petr4-ingest failed: {done.stderr[-2000:]}")
+    predictor = PredictorProcess(
+        root, env, "--tickers", TICKER, "--prices-experiment", "prices-behind"
+    ).start()
+    try:
+        predictor.wait_serving()
+        found = {}
+        for case, days in BEHIND.items():
+            end = len(traded) - last + days  # the request's last bar: ``days`` past the snapshot
+            history = bars_from_frame(traded.iloc[end - 200 : end])
+            found[case] = sequential(predictor.target, SEQUENTIAL_CALLS[200], history)
+        return found
+    finally:
+        predictor.terminate()
+        predictor.stop()
 
 
 def _answers(target: str) -> bool:
@@ -270,6 +302,9 @@ def markdown(r: dict) -> str:
         "",
         f"Start-up to SERVING, median of {STARTS}: cold artifact cache {startup['cold_median']:.2f} s, "
         f"warm cache {startup['warm_median']:.2f} s.",
+        "Requests past the snapshot (the widening replayed over their later closes), p50: "
+        + "; ".join(f"{case} {r['past_snapshot'][case]['p50_ms']:.3f} ms" for case in BEHIND)
+        + f" (200 bars within it: {r['predictor']['200 bars']['p50_ms']:.3f} ms).",
         f"Predictor memory after the run: {memory['VmRSS']:.0f} MB resident ({memory['RssAnon']:.0f} "
         f"MB its own, {memory['RssFile']:.0f} MB mapped files); the floor's "
         f"{r['floor_memory_mb']['VmRSS']:.0f} MB.",
