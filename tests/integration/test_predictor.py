@@ -40,6 +40,19 @@ def onnx_model(served_model):
         yield ForecastModel(local).for_ticker(served_model.ticker)
 
 
+@pytest.fixture(scope="module")
+def shipped(served_model) -> pd.DataFrame:
+    """The champion run's recorded test forecasts of its shipped model (the last fold's)."""
+    version = mlflow.MlflowClient().get_model_version_by_alias(served_model.name, "champion")
+    with tempfile.TemporaryDirectory() as folder:
+        record = pd.read_csv(
+            mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=RECORD, dst_path=folder
+            )
+        )
+    return record[record["fold"] == record["fold"].max()]
+
+
 @pytest.fixture
 def client(predictor):
     with ForecastClient(predictor.target) as client:
@@ -72,18 +85,12 @@ def test_forecast_from_explicit_history_equals_the_onnx_model(client, served_mod
     assert not response.synthetic_data  # the request's bars are the caller's, whatever they are
 
 
-def test_every_served_interval_is_the_walk_forwards_of_its_day(client, served_model, onnx_model):
+def test_every_served_interval_is_the_walk_forwards_of_its_day(
+    client, served_model, onnx_model, shipped
+):
     """The interval's widening adapts to each close after validation, and the predictor replays
     it from its snapshot: a forecast from the bars up to any day of the shipped model's test
     block is the one the run recorded for that day."""
-    version = mlflow.MlflowClient().get_model_version_by_alias(served_model.name, "champion")
-    with tempfile.TemporaryDirectory() as folder:
-        record = pd.read_csv(
-            mlflow.artifacts.download_artifacts(
-                run_id=version.run_id, artifact_path=RECORD, dst_path=folder
-            )
-        )
-    shipped = record[record["fold"] == record["fold"].max()]
     assert onnx_model.calibration.adapts
     assert shipped["anchor_date"].iloc[0] == onnx_model.calibration.since
     prices = served_model.prices
@@ -100,19 +107,11 @@ def test_every_served_interval_is_the_walk_forwards_of_its_day(client, served_mo
 
 
 def test_requests_past_an_older_snapshot_replay_their_own_closes(
-    served_model, onnx_model, tmp_path
+    served_model, onnx_model, shipped, tmp_path
 ):
     """A predictor whose snapshot stops a month into the shipped model's test block: the 200
     bars a user sends for each later day move the widening as a current snapshot would, so
     every interval is still the one the run recorded for that day."""
-    version = mlflow.MlflowClient().get_model_version_by_alias(served_model.name, "champion")
-    with tempfile.TemporaryDirectory() as folder:
-        record = pd.read_csv(
-            mlflow.artifacts.download_artifacts(
-                run_id=version.run_id, artifact_path=RECORD, dst_path=folder
-            )
-        )
-    shipped = record[record["fold"] == record["fold"].max()]
     prices = served_model.prices
     cut = shipped["anchor_date"].iloc[20]
     older = prices.loc[:cut]
