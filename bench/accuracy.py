@@ -54,13 +54,13 @@ def stocks() -> list[str]:
     return sorted(found, key=lambda t: t != "PETR4.SA")
 
 
-def _prices(ticker: str) -> pd.DataFrame:
+def stock_prices(ticker: str) -> pd.DataFrame:
     from services.core.prices import read_price_csv, validate_prices
 
     return validate_prices(read_price_csv(DATA / f"{ticker}.csv"), ticker)[0]
 
 
-def _columns(frame: pd.DataFrame, name: str, quantiles, levels) -> None:
+def add_quantiles(frame: pd.DataFrame, name: str, quantiles, levels) -> None:
     for level, column in zip(levels, quantiles.T, strict=True):
         frame[f"{name}|{level}"] = column
 
@@ -83,7 +83,7 @@ def per_ticker(
     from trainer.settings import TrainSettings
     from trainer.walk_forward import train_fold, yearly_folds
 
-    prices = _prices(ticker)
+    prices = stock_prices(ticker)
     settings = parse_settings(TrainSettings, ["--ticker", ticker, *args], "bench", "")
     settings = settings.model_copy(update={"progress_bar": False, "work_dir": scratch})
     torch.set_num_threads(settings.threads)
@@ -100,7 +100,7 @@ def per_ticker(
         frame["last_close"] = prices["Close"].reindex(days).to_numpy()
         frame["actual"] = prices["Close"].shift(-1).reindex(days).to_numpy()
         for name, forecaster in {**CLASSIC, HINDSIGHT: hindsight}.items():
-            _columns(frame, name, forecaster(prices, days), levels)
+            add_quantiles(frame, name, forecaster(prices, days), levels)
         frames.append(frame)
         if not network:
             continue
@@ -113,7 +113,7 @@ def per_ticker(
             run = train_fold(settings, dm, scratch / str(year), logger=False)
             f = run.forecasts[ticker]
             assert f.anchor_dates.equals(pd.DatetimeIndex(days))  # the year's target days
-            _columns(frame, LSTM, f.prices, levels)
+            add_quantiles(frame, LSTM, f.prices, levels)
             val = run.served.for_ticker(ticker).forecast_windows(dm.subset("val"))
             trained[year] = {
                 "seconds": time.perf_counter() - started,
@@ -149,7 +149,7 @@ def pooled(tickers: list[str], year: int, scratch: Path, args: list[str]) -> dic
     from trainer.settings import TrainSettings
     from trainer.walk_forward import train_fold, yearly_folds
 
-    prices = {t: _prices(t) for t in tickers}
+    prices = {t: stock_prices(t) for t in tickers}
     settings = parse_settings(TrainSettings, ["--tickers", *tickers, *args], "bench", "")
     settings = settings.model_copy(update={"progress_bar": False, "work_dir": scratch})
     torch.set_num_threads(settings.threads)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.accuracy import DATA, REPORTS, _columns, _prices, stocks
+from bench.accuracy import DATA, REPORTS, add_quantiles, stock_prices, stocks
 from bench.accuracy_report import POOLED, TARGETS, fmt, summarize
 
 REQUEST_BARS = 200
@@ -72,7 +72,7 @@ def forecast_days(model, prices: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataF
     )
     frame["year"] = close.index.to_series().shift(-1).reindex(anchors).dt.year.to_numpy()
     for name, quantiles in rows.items():
-        _columns(frame, name, np.asarray(quantiles), model.quantiles)
+        add_quantiles(frame, name, np.asarray(quantiles), model.quantiles)
     return frame
 
 
@@ -88,7 +88,7 @@ def run(
     from trainer.settings import TrainSettings
     from trainer.walk_forward import trailing_folds, train_fold
 
-    prices = {t: _prices(t).loc[:until] for t in tickers}
+    prices = {t: stock_prices(t).loc[:until] for t in tickers}
     args = ["--tickers", *tickers, "--threads", str(threads)]
     settings = parse_settings(TrainSettings, args, "bench", "")
     # A stock listed after the cutoff is not trained on; the folds decide for the rest.
@@ -113,7 +113,7 @@ def run(
             frame = forecast_days(trained.served.for_ticker(ticker), prices[ticker], cutoff)
             days = pd.DatetimeIndex(frame["anchor_date"])
             for name, forecaster in CLASSIC.items():
-                _columns(frame, name, forecaster(prices[ticker], days), settings.quantiles)
+                add_quantiles(frame, name, forecaster(prices[ticker], days), settings.quantiles)
             frames.append(frame.assign(ticker=ticker))
     forecasts = pd.concat(frames, ignore_index=True)
     left_out = sorted(set(tickers) - set(shipped.tickers))
