@@ -53,6 +53,18 @@ def shipped(served_model) -> pd.DataFrame:
     return record[record["fold"] == record["fold"].max()]
 
 
+def predictor_on_snapshot(served_model, experiment: str, prices, folder, *args) -> PredictorProcess:
+    """A predictor (not started) of the served model whose snapshot is ``prices``, ingested
+    into ``experiment`` (one of the test's own)."""
+    ingest_csv(served_model.ticker, experiment, prices, folder / "snapshot.csv", served_model.env)
+    return PredictorProcess(
+        folder,
+        served_model.env,
+        *("--tickers", served_model.ticker, "--prices-experiment", experiment),
+        *args,
+    )
+
+
 @pytest.fixture
 def client(predictor):
     with ForecastClient(predictor.target) as client:
@@ -116,15 +128,7 @@ def test_requests_past_an_older_snapshot_replay_their_own_closes(
     cut = shipped["anchor_date"].iloc[20]
     older = prices.loc[:cut]
     experiment = f"{served_model.prices_experiment}-older"  # its own snapshots
-    ingest_csv(served_model.ticker, experiment, older, tmp_path / "older.csv", served_model.env)
-    process = PredictorProcess(
-        tmp_path,
-        served_model.env,
-        "--tickers",
-        served_model.ticker,
-        "--prices-experiment",
-        experiment,
-    )
+    process = predictor_on_snapshot(served_model, experiment, older, tmp_path)
     frozen_path = onnx_model.widening_path(older)
     moved = 0
     try:
@@ -299,21 +303,9 @@ def test_metrics_count_rpcs_by_method_and_code(client, predictor, served_model):
 
 def test_newer_snapshot_is_picked_up_and_scores_earlier_forecasts(served_model, tmp_path):
     """A refresh brings new closes; the forecasts for those days become realized errors."""
-    experiment = (
-        f"{served_model.prices_experiment}-refresh"  # its own snapshots, shared with no test
-    )
-    ingest_csv(
-        served_model.ticker, experiment, served_model.prices, tmp_path / "a.csv", served_model.env
-    )
-    process = PredictorProcess(
-        tmp_path,
-        served_model.env,
-        "--tickers",
-        served_model.ticker,
-        "--prices-experiment",
-        experiment,
-        "--refresh-seconds",
-        "0.5",
+    experiment = f"{served_model.prices_experiment}-refresh"  # its own snapshots
+    process = predictor_on_snapshot(
+        served_model, experiment, served_model.prices, tmp_path, "--refresh-seconds", "0.5"
     )
     try:
         process.start().wait_serving()
