@@ -185,6 +185,7 @@ class Kube:
 
 FREEZER = Path("/sys/fs/cgroup/freezer")
 SIGTERM_BIT = 1 << (15 - 1)  # in /proc/PID/status's signal masks, signal n is bit n - 1
+FREEZING_CHECKS = 100  # of 10 ms: far longer than any system call takes to end
 
 
 class FrozenPod:
@@ -195,15 +196,27 @@ class FrozenPod:
         (self.folder,) = (FREEZER / node / "kubepods").rglob(f"pod{uid}")
 
     def freeze(self) -> None:
-        self._set("FROZEN")
+        """Frozen, whatever its processes were doing. A task in a system call stops on its way
+        out, but one that cannot (a vfork parent waiting for its child, frozen before it could
+        exec) leaves the cgroup FREEZING for good: then it is thawed to run on, and frozen again."""
+        while True:
+            self._write("FROZEN")
+            for _ in range(FREEZING_CHECKS):
+                if self._state() == "FROZEN":
+                    return
+                time.sleep(0.01)
+            self.thaw()
 
     def thaw(self) -> None:
-        self._set("THAWED")
+        self._write("THAWED")
+        while self._state() != "THAWED":
+            time.sleep(0.01)
 
-    def _set(self, state: str) -> None:
+    def _write(self, state: str) -> None:
         (self.folder / "freezer.state").write_text(state)
-        while (self.folder / "freezer.state").read_text().strip() != state:
-            time.sleep(0.01)  # FREEZING: a task in a system call stops on its way out
+
+    def _state(self) -> str:
+        return (self.folder / "freezer.state").read_text().strip()
 
     def pid(self, command: str) -> int:
         """The pod's process whose command line holds ``command``."""
