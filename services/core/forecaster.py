@@ -242,16 +242,14 @@ class TickerModel:
         widening the path gives it. Bars that reach back over that day, a window and its
         warm-up before it, give exactly the widening a snapshot holding them would have.
         """
-        last = bars.days[-1]
         if not self.calibration.adapts:
             return self.calibration.widen
         resume = path.index[-1] if len(path) else pd.Timestamp(self.calibration.since)
-        if last <= np.datetime64(resume, "D"):
-            return self.widen_on(path, last)
+        resume_day = np.datetime64(resume, "D")
+        if bars.days[-1] <= resume_day:
+            return self.widen_on(path, bars.days[-1])
         # Arrays only, as in forecast_next: this is a request's path.
-        anchor = max(
-            int(np.searchsorted(bars.days, np.datetime64(resume, "D"))), self.bars_needed - 1
-        )
+        anchor = max(int(np.searchsorted(bars.days, resume_day)), self.bars_needed - 1)
         b = bars.take(slice(anchor - self.bars_needed + 1, None))
         windows = column_windows(
             b.days, b.open, b.high, b.low, b.close, b.volume, scaler=self.scaler, window=self.window
