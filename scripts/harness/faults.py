@@ -5,10 +5,19 @@ over backends as a Service does, and a proxy that counts the HTTP requests passi
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import socket
 import threading
+
+
+def _hang_up(end: socket.socket) -> None:
+    """Closes ``end`` so that its peer sees it at once: a bare close() sends nothing while
+    the other direction's thread is still blocked reading the same socket."""
+    with contextlib.suppress(OSError):  # not connected any more
+        end.shutdown(socket.SHUT_RDWR)
+    end.close()
 
 
 class Relay:
@@ -68,7 +77,7 @@ class Relay:
         finally:
             if not held:
                 for end in (source, sink):
-                    end.close()
+                    _hang_up(end)
 
     def close(self) -> None:
         self._listener.close()
@@ -147,7 +156,7 @@ class AnsweringProxy(Relay):
             pass
         finally:
             for end in (source, sink):
-                end.close()
+                _hang_up(end)
 
 
 class AnswerLosingProxy(Relay):

@@ -166,6 +166,11 @@ def describe(error: Exception, uri: str) -> str:
         path = re.search(r"url: (\S+?)[ (]", text)
         where = f" to {path.group(1)}" if path else ""
         return f"MLflow at {uri} answered HTTP {answered.group(1)}{where}, at every try"
+    answered = re.search(r"endpoint (\S+) failed with error code (\d{3}) != 200", text)
+    if answered:  # an answer to a call made once
+        said = re.search(r"Response body: '(.*)'", text, re.DOTALL)
+        body = f": {said.group(1).strip()[:240]}" if said else ""
+        return f"MLflow at {uri} answered HTTP {answered.group(2)} to {answered.group(1)}{body}"
     for marker, reason in (
         ("Connection refused", "connection refused"),
         ("timed out", "no answer in time"),
@@ -192,8 +197,8 @@ def lost_answer(error: BaseException) -> bool:
 
 @contextlib.contextmanager
 def _no_blind_retries():
-    """MLflow's client repeats any call once, POSTs included, whatever happened to the first:
-    a version whose answer was lost would be registered twice. Here it does not."""
+    """MLflow's client before 3.18 repeats any call once, POSTs included, whatever happened
+    to the first: a version whose answer was lost would be registered twice. Here it does not."""
     before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     try:

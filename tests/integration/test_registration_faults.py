@@ -10,10 +10,12 @@ from datetime import date
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from scripts.harness.faults import AnsweringProxy, AnswerLosingProxy, TcpProxy
 from scripts.harness.processes import run_cli
 from services.core.naming import CHAMPION_ALIAS
+from services.core.tracking import lost_answer
 from services.ingestion.sources import SyntheticSource
 from tests.helpers import SMALL_TRAINING, ingest_csv
 from trainer.registry import Decision, register
@@ -53,18 +55,23 @@ def test_a_lost_answer_to_a_version_s_creation_registers_it_once(mlflow_server, 
     assert direct.get_model_version_by_alias(name, CHAMPION_ALIAS).version == "1"
 
 
-def test_without_the_look_a_blind_repeat_would_register_twice(mlflow_server, run_with_a_model):
-    """What the look guards against, shown with MLflow's own client: it repeats the POST."""
+def test_without_the_look_a_repeat_would_register_twice(mlflow_server, run_with_a_model):
+    """What the look guards against, with MLflow's own client: the call fails as if nothing
+    happened, yet the version is there; asked again, the registry holds two."""
     proxy = AnswerLosingProxy(mlflow_server.port, CREATE_VERSION)
     try:
         client = MlflowClient(proxy.uri, registry_uri=proxy.uri)
         name = f"lstm-B{uuid.uuid4().hex[:6].upper()}.SA"
         client.create_registered_model(name)
         run = run_with_a_model.info
+        with pytest.raises(MlflowException) as lost:
+            client.create_model_version(name, f"{run.artifact_uri}/model", run.run_id)
+        assert lost_answer(lost.value)
+        direct = MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
+        assert len(direct.search_model_versions(f"name = '{name}'")) == 1
         client.create_model_version(name, f"{run.artifact_uri}/model", run.run_id)
     finally:
         proxy.close()
-    direct = MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
     assert len(direct.search_model_versions(f"name = '{name}'")) == 2
 
 
@@ -97,7 +104,7 @@ def training(ticker: str, experiment: str) -> list[str]:
 @pytest.mark.parametrize(
     ("fault", "said"),
     [
-        ("403", "failed with error code 403"),
+        ("403", "answered HTTP 403 to /api/2.0/mlflow/registered-models/alias"),
         ("500", "answered HTTP 500"),
         ("nothing", "stopped answering (no answer in time)"),
     ],
