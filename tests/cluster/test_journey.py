@@ -250,13 +250,16 @@ def served(kube, folder: Path) -> str:
 
 
 def test_a_pinned_rollout_loses_no_call_and_rolls_back(release, tmp_path):
+    """Version 2 is the champion (the journey's gate is wide): the predictor follows the
+    alias to it at a refresh, which the caller may or may not see happen; then the README
+    pins it and the pods roll one by one under the caller's calls, none of which fails."""
     start_caller(release.kubectl)  # inside the cluster, through the Service, over TLS
     try:
-        release.run(readme_command("predictor.model.version=2"))
         wait_for_version("2", release.kubectl)
+        release.run(readme_command("predictor.model.version=2"))
     finally:
         counts = stop_caller(release.kubectl)
-    assert counts["failed"] == [] and counts["versions"] == ["1", "2"], counts
+    assert counts["failed"] == [] and counts["versions"] in (["1", "2"], ["2"]), counts
     assert "from models:/lstm-PETR4.SA/2" in served(release, tmp_path)
     release.run(readme_command("helm -n forecast rollback"))
     assert "from models:/lstm-PETR4.SA@champion" in served(release, tmp_path)
