@@ -119,7 +119,7 @@ def mount_namespace(pid_file: Path, var_log: Path, mark: str) -> int:
 
 def cgroup_root(name: str) -> None:
     """The cgroup the kubelet puts every pod under (its cgroupRoot), in each hierarchy."""
-    for hierarchy in _hierarchies(unified=False):
+    for hierarchy in _hierarchies():
         folder = hierarchy / name
         folder.mkdir(exist_ok=True)
         if hierarchy.name == "cpuset":  # a v1 cpuset takes no task until these are set
@@ -127,17 +127,12 @@ def cgroup_root(name: str) -> None:
                 (folder / knob).write_text((hierarchy / knob).read_text())
 
 
-def _hierarchies(unified: bool = True) -> list[Path]:
-    """Every mounted hierarchy. On a hybrid host that includes the ``unified`` one, which has
-    no controllers: the node's root is not made there, but the kubelet makes the pods'
-    cgroups in it too, so what is stopped and removed includes it."""
+def _hierarchies() -> list[Path]:
+    """Every mounted hierarchy; on a hybrid host that includes the ``unified`` one, where the
+    kubelet makes the pods' cgroups too."""
     if (CGROUP / "cgroup.controllers").exists():
         return [CGROUP]
-    return [
-        p
-        for p in CGROUP.iterdir()
-        if (p / "cgroup.procs").exists() and (unified or p.name != "unified")
-    ]
+    return [p for p in CGROUP.iterdir() if (p / "cgroup.procs").exists()]
 
 
 def alive(pid: int) -> bool:
