@@ -87,11 +87,7 @@ def fold_table(predictions: pd.DataFrame, quantiles) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for fold, part in predictions.groupby("fold", sort=True):
-        lower, median, upper = (b.to_numpy() for b in _bands(part))
-        actual = part["actual_close"].to_numpy()
-        ratio = against_naive(median, actual, part["last_close"].to_numpy()).ratio
-        covered = np.mean((actual >= lower) & (actual <= upper))
-        score = np.mean(interval_scores(actual, lower, upper, alpha))
+        ratio, covered, score, _ = _scores(part, alpha)
         lines.append(f"| {fold} | {len(part)} | {ratio:.4f} | {covered:.1%} | {score:.3f} |")
     return "\n".join(lines)
 
@@ -104,16 +100,21 @@ def overview_table(predictions: pd.DataFrame, quantiles) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for ticker, part in predictions.groupby("ticker", sort=False):
-        lower, median, upper = (b.to_numpy() for b in _bands(part))
-        actual = part["actual_close"].to_numpy()
-        ratio = against_naive(median, actual, part["last_close"].to_numpy()).ratio
-        covered = np.mean((actual >= lower) & (actual <= upper))
-        score = np.mean(interval_scores(actual, lower, upper, alpha))
+        ratio, covered, score, width = _scores(part, alpha)
         lines.append(
-            f"| {ticker} | {len(part)} | {ratio:.4f} | {covered:.1%} | {score:.3f} | "
-            f"{np.mean(upper - lower):.3f} |"
+            f"| {ticker} | {len(part)} | {ratio:.4f} | {covered:.1%} | {score:.3f} | {width:.3f} |"
         )
     return "\n".join(lines)
+
+
+def _scores(part: pd.DataFrame, alpha: float) -> tuple[float, float, float, float]:
+    """MAE / naive, coverage, mean interval score and mean width (R$) of these rows."""
+    lower, median, upper = (b.to_numpy() for b in _bands(part))
+    actual = part["actual_close"].to_numpy()
+    ratio = against_naive(median, actual, part["last_close"].to_numpy()).ratio
+    covered = np.mean((actual >= lower) & (actual <= upper))
+    score = np.mean(interval_scores(actual, lower, upper, alpha))
+    return ratio, covered, score, np.mean(upper - lower)
 
 
 def write_reports(
