@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from services.core.scoring import against_naive, interval_scores
+from services.core.scoring import against_naive
 from trainer.data import target_dates
-from trainer.evaluate import summary_table
+from trainer.evaluate import interval_metrics, summary_table
 from trainer.walk_forward import Evidence
 
 
@@ -81,40 +81,41 @@ def _bands(predictions: pd.DataFrame):
 
 def fold_table(predictions: pd.DataFrame, quantiles) -> str:
     """The network against naive fold by fold: is the pooled result every fold's?"""
-    alpha = 1.0 - (quantiles[-1] - quantiles[0])
     lines = [
         "| fold (first test day) | days | MAE/naive | coverage | interval score R$ |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for fold, part in predictions.groupby("fold", sort=True):
-        ratio, covered, score, _ = _scores(part, alpha)
-        lines.append(f"| {fold} | {len(part)} | {ratio:.4f} | {covered:.1%} | {score:.3f} |")
+        ratio, m = _scores(part, quantiles)
+        lines.append(
+            f"| {fold} | {len(part)} | {ratio:.4f} | {m['coverage']:.1%} | "
+            f"{m['interval_score_brl']:.3f} |"
+        )
     return "\n".join(lines)
 
 
 def overview_table(predictions: pd.DataFrame, quantiles) -> str:
     """One row per ticker of a pooled run: its walk-forward days against naive."""
-    alpha = 1.0 - (quantiles[-1] - quantiles[0])
     lines = [
         "| ticker | days | MAE/naive | coverage | interval score R$ | width R$ |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for ticker, part in predictions.groupby("ticker", sort=False):
-        ratio, covered, score, width = _scores(part, alpha)
+        ratio, m = _scores(part, quantiles)
         lines.append(
-            f"| {ticker} | {len(part)} | {ratio:.4f} | {covered:.1%} | {score:.3f} | {width:.3f} |"
+            f"| {ticker} | {len(part)} | {ratio:.4f} | {m['coverage']:.1%} | "
+            f"{m['interval_score_brl']:.3f} | {m['interval_width_brl']:.3f} |"
         )
     return "\n".join(lines)
 
 
-def _scores(part: pd.DataFrame, alpha: float) -> tuple[float, float, float, float]:
-    """MAE / naive, coverage, mean interval score and mean width (R$) of these rows."""
-    lower, median, upper = (b.to_numpy() for b in _bands(part))
+def _scores(part: pd.DataFrame, quantiles) -> tuple[float, dict[str, float]]:
+    """These rows' MAE / naive and their interval's metrics (``interval_metrics``)."""
+    columns = [c for c in part.columns if c.startswith("forecast_q")]
     actual = part["actual_close"].to_numpy()
+    median = part[columns[len(columns) // 2]].to_numpy()
     ratio = against_naive(median, actual, part["last_close"].to_numpy()).ratio
-    covered = np.mean((actual >= lower) & (actual <= upper))
-    score = np.mean(interval_scores(actual, lower, upper, alpha))
-    return ratio, covered, score, np.mean(upper - lower)
+    return ratio, interval_metrics(actual, part[columns].to_numpy(), quantiles)
 
 
 def write_reports(
